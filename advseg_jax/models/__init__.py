@@ -1,0 +1,12 @@
+"""Segmentors and adversaries, chosen by name (`config.segmentor.name`, `config.adversary.name`).
+
+Importing this package registers every model.
+"""
+
+from advseg_jax.models import adversaries  # noqa: F401  (registers)
+from advseg_jax.models import segmentors  # noqa: F401  (registers)
+from advseg_jax.models.registry import adversary_names
+from advseg_jax.models.registry import build_adversary
+from advseg_jax.models.registry import build_segmentor
+from advseg_jax.models.registry import load_pretrained
+from advseg_jax.models.registry import segmentor_names
