@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 2
     config.num_image_summaries = 4  # Validation examples drawn as image | truth | prediction.
+    # Train-split examples also scored at each eval (no augmentation), for train/val curves (Fig. 4).
+    config.num_train_eval_examples = 256
 
     # Weight of the adversarial term in the segmentor loss; 0 is the baseline (no adversary).
     config.lambda_adv = 0.5
@@ -36,11 +38,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.skip_nonfinite_steps = False  # False: stop on a non-finite loss/grad; True: skip it.
 
     config.input = ml_collections.ConfigDict()
-    config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: no crop, only flips.
+    config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: the crop is the whole image.
     config.input.min_scale = 1.0  # Random rescaling range before padding/cropping.
     config.input.max_scale = 1.0
     # Digits are not mirror-symmetric: a flipped "2" is no digit, so no flips on digit_scenes.
     config.input.random_flip = False
+    config.input.fill_rgb = (128, 128, 128)  # Image padding colour (the mask pads with void).
     config.input.eval_size = (48, 48)  # Eval pads every image to this shape (>= the largest image).
     config.input.shuffle_buffer = 2_000
     config.input.prefetch = 2
