@@ -11,9 +11,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over every device of every process."""
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over `devices` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,0 +1,51 @@
+"""Entry point: `python -m advseg_jax.main --config=configs/default.py --workdir=DIR`."""
+
+import logging as python_logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax
+import tensorflow as tf
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from advseg_jax import distributed
+from advseg_jax import train
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "HOST:PORT of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _quiet_orbax(record) -> bool:
+    """Orbax logs every save's internals at INFO; keep its warnings, drop the rest."""
+    return record.levelno >= python_logging.WARNING or "orbax" not in record.pathname
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_quiet_orbax)
+    # tf.data only: keep TensorFlow off the accelerators JAX uses.
+    tf.config.set_visible_devices([], "GPU")
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).", jax.__version__,
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), jax.devices()[0].device_kind)
+    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,46 @@
+"""Test set-up: two fake CPU devices (set before jax is imported) and a tiny config."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=2").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+tf.config.set_visible_devices([], "GPU")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """digit_scenes built once per session (a few seconds), shared by the tests."""
+    import tensorflow_datasets as tfds
+
+    import advseg_jax.data  # noqa: F401
+    directory = str(tmp_path_factory.mktemp("tfds"))
+    tfds.builder("digit_scenes", data_dir=directory).download_and_prepare()
+    return directory
+
+
+@pytest.fixture
+def tiny_config(data_dir):
+    """A few-second config: narrow nets, small batches, a short run."""
+    from configs import default
+    config = default.get_config()
+    config.data_dir = data_dir
+    config.batch_size = 4
+    config.eval_batch_size = 64
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 2
+    config.num_train_eval_examples = 16
+    config.num_image_summaries = 2
+    config.segmentor.width = 8
+    config.segmentor.warmup_steps = 0  # Warm-up would make step 0 a no-op (lr 0).
+    config.adversary.width_divisor = 16
+    config.input.shuffle_buffer = 64
+    return config
