@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.segmentor = ml_collections.ConfigDict()
     config.segmentor.name = "digit_net"
-    config.segmentor.width = 32
+    config.segmentor.width = 16
     config.segmentor.pretrained = ""
     config.segmentor.optimizer = "adam"
     config.segmentor.learning_rate = 3e-3
