@@ -13,6 +13,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the key, its value and what to use instead."""
     if config.lambda_adv < 0:
         raise ValueError(f"lambda_adv={config.lambda_adv} must be >= 0 (0 = baseline, no adversary).")
+    if config.lambda_adv_warmup_steps < 0:
+        raise ValueError(f"lambda_adv_warmup_steps={config.lambda_adv_warmup_steps} must be >= 0.")
     if config.segmentor.name not in models.segmentor_names():
         raise ValueError(f"Unknown segmentor.name={config.segmentor.name!r}; valid options: "
                          f"{models.segmentor_names()}.")

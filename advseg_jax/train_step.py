@@ -119,6 +119,19 @@ def _unrolled(update, carry, length: int):
     return carry, outputs
 
 
+def adversarial_weight(config: ml_collections.ConfigDict, step) -> jnp.ndarray:
+    """λ at `step`: ramped linearly from 0 over `lambda_adv_warmup_steps` (0 = constant λ).
+
+    While the segmentor is still poor the adversary wins at once, and a full-weight adversarial
+    term then pulls towards confident rather than correct maps; the ramp lets the
+    cross-entropy shape the segmentor first.
+    """
+    warmup = config.lambda_adv_warmup_steps
+    if warmup <= 0:
+        return jnp.asarray(config.lambda_adv, jnp.float32)
+    return config.lambda_adv * jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
+
+
 def _per_device_train_step(state: AdvSegState, batch: dict, *, config: ml_collections.ConfigDict,
                            segmentor: nn.Module,
                            adversary: Optional[nn.Module]) -> Tuple[AdvSegState, dict]:
@@ -178,7 +191,7 @@ def _per_device_train_step(state: AdvSegState, batch: dict, *, config: ml_collec
                                           train=True)
             parts["adversarial_term"] = losses.segmentor_adversarial_loss(
                 fake_logits, config.adversarial_loss)
-            total = total + config.lambda_adv * parts["adversarial_term"]
+            total = total + adversarial_weight(config, state.step) * parts["adversarial_term"]
         return total, parts
 
     (total, parts), logits_grad = jax.value_and_grad(segmentor_loss, has_aux=True)(logits)
@@ -227,7 +240,8 @@ def make_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.
 
 def learning_rates(config: ml_collections.ConfigDict, step: int) -> dict:
     """Both schedules at `step`, for logging (host-side; schedules are pure functions)."""
-    rates = {"segmentor_learning_rate": float(
+    rates = {"lambda_adv": float(adversarial_weight(config, jnp.asarray(step))),
+             "segmentor_learning_rate": float(
         optim.make_schedule(config.segmentor, config.num_train_steps)(step))}
     if config.lambda_adv > 0:
         k = config.adversary.steps_per_segmentor_step

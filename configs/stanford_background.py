@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1_000  # Our choice.
 
     config.lambda_adv = 0.5  # Our choice: the paper tunes λ; see experiments/.
+    config.lambda_adv_warmup_steps = 0  # Constant λ, as in the paper.
 
     # Images are ~320x240 (landscape or portrait): the crop is a whole landscape image.
     config.input.crop_size = (240, 320)  # Our choice (multiple of 16 for the 3-level pyramid).

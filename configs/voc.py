@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 5_000  # Our choice.
 
     config.lambda_adv = 0.1  # Our choice: the paper tunes λ per setting; see experiments/.
+    config.lambda_adv_warmup_steps = 0  # Constant λ, as in the paper.
     config.dtype = "float32"  # "bfloat16" on GPU/TPU: ~2x faster, params stay float32.
 
     config.input.crop_size = (320, 320)  # Our choice (multiple of 8); Yu & Koltun crop larger.

@@ -41,6 +41,7 @@ def tiny_config(data_dir):
     config.num_image_summaries = 2
     config.segmentor.width = 8
     config.segmentor.warmup_steps = 0  # Warm-up would make step 0 a no-op (lr 0).
+    config.lambda_adv_warmup_steps = 0
     config.adversary.width_divisor = 16
     config.input.shuffle_buffer = 64
     return config

@@ -104,3 +104,12 @@ def test_cross_entropy_is_the_global_mean_over_valid_pixels(tiny_config):
     valid = batch["label"] != 255
     expected = -log_probs[valid, batch["label"][valid]].mean()
     assert steps.host_scalars(metrics)["cross_entropy"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_lambda_ramps_linearly_over_warmup(tiny_config):
+    import jax.numpy as jnp
+    tiny_config.lambda_adv, tiny_config.lambda_adv_warmup_steps = 0.4, 10
+    weights = [float(steps.adversarial_weight(tiny_config, jnp.asarray(s))) for s in (0, 5, 10, 50)]
+    np.testing.assert_allclose(weights, [0.0, 0.2, 0.4, 0.4], rtol=1e-6)
+    tiny_config.lambda_adv_warmup_steps = 0
+    assert float(steps.adversarial_weight(tiny_config, jnp.asarray(0))) == pytest.approx(0.4)
