@@ -121,3 +121,12 @@ def check_same_size(image_size: Tuple[int, int], labels: np.ndarray, image_path:
     if tuple(labels.shape[:2]) != tuple(image_size):
         raise ValueError(f"Image {image_path} is {image_size[0]}x{image_size[1]} (HxW) but its "
                          f"labels {labels_path} are {labels.shape[0]}x{labels.shape[1]}.")
+
+
+def segmentation_features() -> tfds.features.FeaturesDict:
+    """The features of every real-image dataset here, named as TFDS's segmentation datasets."""
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+        "segmentation_mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+        "image/filename": tfds.features.Text(),
+    })

@@ -107,13 +107,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
                 description=__doc__,
-                features=tfds.features.FeaturesDict({
-                        "image": tfds.features.Image(shape=(None, None, 3),
-                                                     encoding_format="jpeg"),
-                        "segmentation_mask": tfds.features.Image(shape=(None, None, 1),
-                                                                 encoding_format="png"),
-                        "image/filename": tfds.features.Text(),
-                }),
+                features=builder_io.segmentation_features(),
                 supervised_keys=("image", "segmentation_mask"),
                 homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
                 citation=_CITATION,
