@@ -4,6 +4,7 @@ Everything random derives from `config.seed` and the step, and the data stream r
 exact record, so a run restarted from checkpoint k continues as if it had never stopped.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -58,6 +59,20 @@ class _TerminationFlag:
         if jax.process_count() == 1:
             return self.raised
         return bool(multihost_utils.process_allgather(np.array(self.raised)).any())
+
+
+@contextlib.contextmanager
+def _completing_saves(checkpoints, writer):
+    """On every exit (the end, SIGTERM, NonFiniteError, a crash) finish the saves under way.
+
+    An async save cut short by the interpreter exiting stays a temporary directory, so the
+    last good checkpoint before a NonFiniteError would be lost.
+    """
+    try:
+        yield
+    finally:
+        checkpoints.wait_until_finished()
+        writer.flush()
 
 
 def _write_json(path: str, value) -> None:
@@ -143,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
     pending, previous, skipped, record = [], None, 0, None
-    with _TerminationFlag() as terminate:
+    with _TerminationFlag() as terminate, _completing_saves(checkpoints, writer):
         for step in range(start_step + 1, config.num_train_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics = train_step(state, sharding.global_batch(next(batches), mesh))
@@ -180,8 +195,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
                 writer.flush()
                 logging.warning("Stopped by SIGTERM after checkpointing step %d.", step)
                 return None
-    checkpoints.wait_until_finished()
-    writer.flush()
     return record
 
 
