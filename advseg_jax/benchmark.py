@@ -1,0 +1,263 @@
+"""How fast the baseline and adversarial steps run, how close to peak, and can the input keep up.
+
+    python -m advseg_jax.benchmark --config=configs/voc.py --config.batch_size=2 \\
+        --config.input.crop_size='(64,64)' --format=json
+
+Steps run on synthetic batches of the config's crop size (so VOC needs no dataset, and
+pretrained weights are skipped: values do not change timings); `input_images_per_s` reads the
+real pipeline and is null, with a reason, where the dataset is not prepared in `data_dir`.
+FLOPs come from XLA's cost analysis of the compiled step, and MFU divides them by a peak
+measured on the same devices with a large float32 matmul (or `--peak_flops`). XLA counts no
+work for kernel taps that only ever meet padding; a backend that computes them anyway (XLA:CPU
+on a dilated fc6 over a small feature map) does more work than the MFU credits.
+"""
+
+import contextlib
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import app
+from absl import flags
+from jax.sharding import PartitionSpec as P
+from ml_collections import config_flags
+
+import advseg_jax.data  # noqa: F401  (registers our TFDS builders)
+from advseg_jax import distributed
+from advseg_jax import input_pipeline
+from advseg_jax import sharding
+from advseg_jax import train_step as steps
+from advseg_jax.data.class_info import IGNORE_LABEL
+
+config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                lock_config=False)
+_FORMAT = flags.DEFINE_enum("format", "json", ["json", "text"], "Output format.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed rounds (one step per variant each); median.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed rounds of steps after compilation.")
+_PEAK_FLOPS = flags.DEFINE_float(
+    "peak_flops", None, "Peak FLOP/s of ONE device (e.g. a spec sheet's); default: measured.")
+_INPUT_BATCHES = flags.DEFINE_integer("input_batches", 30, "Batches timed for the input rate.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", None,
+                                   "If set, a jax.profiler trace of the timed steps.")
+
+# Datasets that build themselves offline in seconds; others must be prepared beforehand.
+_SELF_BUILDING = ("digit_scenes",)
+_PEAK_MATMUL_SIZE = 2048
+
+
+def _flops(compiled) -> float:
+    """FLOPs of one device's program; older JAX returns a list with one dict per program."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
+def _peak_matmul(mesh, size: int = _PEAK_MATMUL_SIZE) -> Callable[[], object]:
+    """Every device multiplies its own size² float32 matrices, all at once.
+
+    All at once because devices may share hardware (XLA:CPU's fake devices share the host's
+    cores): the per-device peak is the mesh's aggregate over the device count.
+    """
+    count = mesh.devices.size
+    make = jax.jit(lambda key: jax.random.normal(key, (count * size, size), jnp.float32),
+                   out_shardings=sharding.batch_split(mesh))
+    matrices = make(jax.random.key(0))
+    spec = P(sharding.DATA_AXIS)
+    matmul = jax.jit(jax.shard_map(lambda a: a @ a, mesh=mesh, in_specs=spec, out_specs=spec))
+    return lambda: matmul(matrices)
+
+
+def _synthetic_batch(config: ml_collections.ConfigDict, mesh) -> dict:
+    """Random uint8 images and labels (10 % void) of the crop size: this process's rows."""
+    rng = np.random.default_rng(0)
+    rows = config.batch_size // jax.process_count()
+    shape = (rows, *config.input.crop_size)
+    labels = rng.integers(0, config.num_classes, shape, dtype=np.int32)
+    labels[rng.random(shape) < 0.1] = IGNORE_LABEL
+    images = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    return sharding.global_batch({"image": images, "label": labels}, mesh)
+
+
+def prepare_step(config: ml_collections.ConfigDict, mesh,
+                 state: steps.AdvSegState) -> Tuple[Callable[[], object], dict]:
+    """(a call running one training step of `config` from `state`, compile time and FLOPs)."""
+    segmentor, adversary = steps.build_models(config)
+    batch = _synthetic_batch(config, mesh)
+    start = time.perf_counter()
+    compiled = steps.make_train_step(config, mesh, segmentor, adversary).lower(
+        state, batch).compile()
+    compile_time = time.perf_counter() - start
+    holder = [state]
+
+    def call():
+        holder[0], metrics = compiled(holder[0], batch)  # The state is donated: keep the new one.
+        return holder[0], metrics
+
+    # One SPMD program per device: its cost is one device's share of the global batch.
+    return call, {"flops_per_step": _flops(compiled) * mesh.devices.size,
+                  "compile_time_s": compile_time}
+
+
+def time_round_robin(calls: Dict[str, Callable[[], object]], warmup: int,
+                     repeats: int) -> Dict[str, float]:
+    """Median seconds per call (blocked until ready), the calls interleaved.
+
+    Interleaving exposes every call to the same host load, so ratios (adversarial/baseline,
+    FLOP/s over the matmul peak) stay meaningful on a shared machine.
+    """
+    times = {name: [] for name in calls}
+    for i in range(warmup + repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def measure_input(config: ml_collections.ConfigDict, batches: int) -> dict:
+    """Images/s of the real training pipeline alone, on this process, after its start-up."""
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    if config.dataset not in _SELF_BUILDING and not builder.is_prepared():
+        return {"input_images_per_s": None,
+                "input_reason": f"{config.dataset} is not prepared in {config.data_dir}; "
+                                "build it with python -m advseg_jax.prepare_data."}
+    builder = input_pipeline.get_builder(config)
+    iterator = input_pipeline.train_iterator(config, builder)
+    for _ in range(3):  # Opening files, filling the shuffle buffer, warming the parallel map.
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    seconds = time.perf_counter() - start
+    rows = config.batch_size // jax.process_count()
+    return {"input_images_per_s": batches * rows / seconds, "input_reason": None}
+
+
+def _peak_memory() -> dict:
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return {"peak_memory_mb": stats["peak_bytes_in_use"] / 2**20,
+                "peak_memory_source": "device memory_stats peak_bytes_in_use (device 0)"}
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB.
+    return {"peak_memory_mb": kilobytes / 2**10,
+            "peak_memory_source": "process max RSS (getrusage): host memory, no device stats"}
+
+
+def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warmup: int = 2,
+                  peak_flops: Optional[float] = None, input_batches: int = 30,
+                  profile_dir: Optional[str] = None) -> dict:
+    """Every figure of the benchmark, as a JSON-ready dict (see the module docstring)."""
+    config = ml_collections.ConfigDict(config.to_dict())  # Unlocked private copy.
+    config.segmentor.pretrained = ""
+    mesh = sharding.make_mesh()
+    if config.batch_size % mesh.devices.size:
+        raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
+                         f"{mesh.devices.size} devices.")
+    adversarial_lambda = config.lambda_adv if config.lambda_adv > 0 else 0.5
+    variants = {}
+    for name, lambda_adv in (("baseline", 0.0), ("adversarial", adversarial_lambda)):
+        variants[name] = ml_collections.ConfigDict(config.to_dict())
+        variants[name].lambda_adv = lambda_adv
+    # One initialisation (its RNG compiles slowly on CPU); the baseline gets a copy of the
+    # segmentor's state, as each step donates (invalidates) the state it is given.
+    full = steps.create_train_state(variants["adversarial"], mesh)
+    states = {"adversarial": full,
+              "baseline": steps.AdvSegState(jax.tree.map(jnp.copy, full.segmentor), None)}
+    calls, results = {}, {}
+    for name, variant in variants.items():
+        calls[name], results[name] = prepare_step(variant, mesh, states[name])
+        results[name]["lambda_adv"] = variant.lambda_adv
+    if peak_flops is None:
+        calls["peak"] = _peak_matmul(mesh)
+    if profile_dir:
+        jax.profiler.start_trace(profile_dir)
+    seconds = time_round_robin(calls, warmup, steps_timed)
+    if profile_dir:
+        jax.profiler.stop_trace()
+    if peak_flops is None:
+        per_device = 2.0 * _PEAK_MATMUL_SIZE**3 / seconds.pop("peak")
+        peak_source = (f"measured: jit float32 {_PEAK_MATMUL_SIZE}x{_PEAK_MATMUL_SIZE} matmul "
+                       f"on all {mesh.devices.size} devices at once, timed between the steps")
+    else:
+        per_device, peak_source = peak_flops, "--peak_flops (per device)"
+    total_peak = per_device * mesh.devices.size
+    for name, step_time in seconds.items():
+        figures = results[name]
+        figures.update(step_time_s=step_time, images_per_s=config.batch_size / step_time,
+                       mfu=figures["flops_per_step"] / step_time / total_peak)
+    base, adv = results["baseline"], results["adversarial"]
+    results.update(measure_input(config, input_batches))
+    consumed = adv["images_per_s"] / jax.process_count()  # Per process, like the input rate.
+    results.update({
+        "adversarial_over_baseline_time": adv["step_time_s"] / base["step_time_s"],
+        "adversarial_over_baseline_flops": adv["flops_per_step"] / base["flops_per_step"],
+        "compile_time_s": base["compile_time_s"] + adv["compile_time_s"],
+        "input_over_adversarial_step_rate": (results["input_images_per_s"] / consumed
+                                             if results["input_images_per_s"] else None),
+        **_peak_memory(),
+        "peak_flops": total_peak,
+        "peak_flops_per_device": per_device,
+        "peak_flops_source": peak_source,
+        "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "host_cpu_count": os.cpu_count(),
+        "host_load_average_1m": os.getloadavg()[0],  # > host_cpu_count: others share the CPUs.
+        "dataset": config.dataset,
+        "segmentor": config.segmentor.name,
+        "adversary": config.adversary.name,
+        "batch_size": config.batch_size,
+        "crop_size": list(config.input.crop_size),
+        "dtype": config.dtype,
+        "steps_timed": steps_timed,
+        "jax_version": jax.__version__,
+    })
+    return results
+
+
+def _as_text(results: dict) -> str:
+    lines = []
+    for name in ("baseline", "adversarial"):
+        r = results[name]
+        lines.append(f"{name:12s} step {r['step_time_s'] * 1e3:9.2f} ms  "
+                     f"{r['images_per_s']:9.1f} img/s  {r['flops_per_step'] / 1e9:9.2f} GFLOP  "
+                     f"MFU {100 * r['mfu']:5.1f} %  compile {r['compile_time_s']:.1f} s")
+    for key, value in results.items():
+        if key not in ("baseline", "adversarial"):
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+def main(argv: List[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    tf.config.set_visible_devices([], "GPU")
+    distributed.initialize(None, None, None)
+    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress: keep stdout JSON.
+        results = run_benchmark(flags.FLAGS.config, _STEPS.value, _WARMUP.value,
+                                _PEAK_FLOPS.value, _INPUT_BATCHES.value, _PROFILE_DIR.value)
+    if jax.process_index() == 0:
+        print(json.dumps(results, indent=1) if _FORMAT.value == "json" else _as_text(results))
+
+
+def run() -> None:
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
