@@ -1,0 +1,151 @@
+"""Scores a trained checkpoint on `config.eval_split`, exactly as training's evaluation does.
+
+    python -m advseg_jax.evaluate --config=configs/voc.py --workdir=DIR \\
+        [--step=N] [--output=FILE.json] [--config.KEY=VALUE ...]
+
+Pass the config and overrides the run was trained with: they define the networks whose
+checkpoint is restored. The scores come from `evaluation.evaluate` over the whole split, the
+function the training loop calls, so they equal the run's eval_results.json at that step.
+Prints one JSON object to stdout (logs go to stderr) and writes it to --output (default
+DIR/evaluate_<split>_<step>.json).
+"""
+
+import copy
+import json
+import os
+import sys
+from typing import Optional, Sequence, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from advseg_jax import checkpointing  # noqa: E402
+from advseg_jax import evaluation  # noqa: E402
+from advseg_jax import input_pipeline  # noqa: E402
+from advseg_jax import metrics  # noqa: E402
+from advseg_jax import sharding  # noqa: E402
+from advseg_jax import train_step as steps  # noqa: E402
+
+
+class CheckpointError(FileNotFoundError):
+    """No usable checkpoint in the workdir (message names the workdir and the steps it has)."""
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(config: ml_collections.ConfigDict, workdir: str) -> list:
+    """'key: given vs trained' for keys that differ from the run's config.json."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        trained = _flatten(json.load(f))
+    given = _flatten(json.loads(config.to_json_best_effort()))
+    return [f"{key}: {given.get(key)!r} vs {trained.get(key)!r}"
+            for key in sorted(set(given) | set(trained)) if given.get(key) != trained.get(key)]
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None,
+                   mesh: Optional[jax.sharding.Mesh] = None) -> Tuple[dict, int]:
+    """(segmentor params replicated over `mesh`, checkpoint step) from `workdir`.
+
+    The full training state is restored because that is what the checkpoint holds; its
+    template is built without pretrained weights, which the checkpoint overwrites anyway.
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):  # Checked first: the manager would create it.
+        raise CheckpointError(f"No checkpoint in workdir {workdir!r}: {directory} does not "
+                              "exist (available steps: none). Train with python -m "
+                              f"advseg_jax.main --workdir={workdir} first.")
+    manager = checkpointing.manager(workdir, config)
+    try:
+        available = sorted(manager.all_steps())
+        if not available or (step is not None and step not in available):
+            wanted = "any step" if step is None else f"step {step}"
+            raise CheckpointError(f"No checkpoint for {wanted} in workdir {workdir!r}; "
+                                  f"available steps: {available or 'none'}.")
+        step = available[-1] if step is None else step
+        template_config = copy.deepcopy(config)
+        template_config.segmentor.pretrained = ""
+        template = steps.create_train_state(template_config, mesh or sharding.make_mesh())
+        try:
+            state = checkpointing.restore(manager, template, step)
+        except Exception as error:  # Orbax raises assorted types on a structure mismatch.
+            differences = config_differences(config, workdir)
+            hint = ("; the config differs from the run's config.json (given vs trained): " +
+                    "; ".join(differences[:12])) if differences else ""
+            raise CheckpointError(
+                f"Cannot restore step {step} of workdir {workdir!r} with this config{hint}. "
+                "Pass the config and --config.KEY=VALUE overrides the run was trained with. "
+                f"Orbax says: {str(error)[:2000]}") from error
+    finally:
+        manager.close()
+    return state.segmentor.params, step
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: Optional[int] = None) -> dict:
+    """{step, split, mean_iou, pixel_accuracy, mean_class_accuracy, per_class_*} (NaN → None)."""
+    mesh = sharding.make_mesh()
+    params, step = restore_params(config, workdir, step, mesh)
+    builder = input_pipeline.get_builder(config)
+    segmentor, _ = steps.build_models(config)
+    eval_step = steps.make_eval_step(config, mesh, segmentor)
+    scores, _ = evaluation.evaluate(config, eval_step, params, builder, mesh, config.eval_split)
+    scores.pop("confusion")
+    return metrics.to_json_ready({"step": step, "split": config.eval_split, **scores})
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    FLAGS = flags.FLAGS
+    tf.config.set_visible_devices([], "GPU")  # tf.data only: keep TensorFlow off accelerators.
+    try:
+        result = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
+    except CheckpointError as error:
+        sys.exit(f"Error: {error}")
+    output = FLAGS.output or os.path.join(
+        FLAGS.workdir, f"evaluate_{result['split']}_{result['step']}.json")
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, "w") as f:
+            json.dump(result, f, indent=1)
+        print(json.dumps(result))
+    logging.info("Step %d on %s: mIoU %.4f (written to %s).", result["step"], result["split"],
+                 result["mean_iou"] or float("nan"), output)
+
+
+def _define_flags() -> None:
+    """Defined here, not on import, so tests and other tools can import this module's functions."""
+    flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.")
+    flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+    flags.DEFINE_string("output", None, "JSON file to write (default: "
+                        "WORKDIR/evaluate_<split>_<step>.json).")
+    config_flags.DEFINE_config_file("config", None, "The run's training config.",
+                                    lock_config=True)
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run() -> None:
+    _define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,185 @@
+"""Segments JPEG/PNG images with a trained checkpoint: palette masks and overlays.
+
+    python -m advseg_jax.predict --config=configs/voc.py --workdir=DIR \\
+        --input=IMAGE_OR_DIR --output=OUT_DIR [--step=N] [--config.KEY=VALUE ...]
+
+For each image `<stem>.jpg|png`, writes OUT_DIR/<stem>.png (the label map as a palette PNG with
+the dataset's colours, so it opens like a VOC mask) and OUT_DIR/<stem>_overlay.png (image |
+image blended with the coloured labels). Images are segmented one at a time at their own size:
+the segmentors are fully convolutional. Each image is padded at bottom/right to a multiple of
+`_SIZE_MULTIPLE` with `config.input.fill_rgb`, as training pads crops, which keeps the output
+grid aligned with the input whatever the output stride (up to 32) and lets images of nearby
+sizes share one compiled program; the prediction is cropped back to the image.
+"""
+
+import os
+import sys
+from typing import Callable, List, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from PIL import UnidentifiedImageError  # noqa: E402
+
+from advseg_jax import evaluate  # noqa: E402
+from advseg_jax import models  # noqa: E402
+from advseg_jax.data import class_info  # noqa: E402
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_SIZE_MULTIPLE = 32  # >= every segmentor's output stride (Dilated-8: 8; digit_net: 2).
+_OVERLAY_ALPHA = 0.5  # Weight of the colour mask in the blend.
+
+
+class InputError(ValueError):
+    """A missing, empty or unreadable input (the message names the path)."""
+
+
+def find_images(path: str) -> List[str]:
+    """`path` itself, or the JPEG/PNG files directly in directory `path`, sorted."""
+    if not os.path.exists(path):
+        raise InputError(f"Input {path!r} does not exist.")
+    if os.path.isfile(path):
+        files = [path]
+    else:
+        files = sorted(os.path.join(path, name) for name in os.listdir(path)
+                       if name.lower().endswith(IMAGE_SUFFIXES)
+                       and os.path.isfile(os.path.join(path, name)))
+        if not files:
+            raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {path!r}.")
+    stems = {}
+    for file in files:
+        stem = os.path.splitext(os.path.basename(file))[0]
+        if stem in stems:  # a.jpg and a.png would overwrite each other's outputs.
+            raise InputError(f"{stems[stem]!r} and {file!r} would both be written as {stem}.png; "
+                             "rename one.")
+        stems[stem] = file
+    return files
+
+
+def read_image(path: str) -> np.ndarray:
+    """uint8 RGB [H, W, 3]; InputError naming the file if it is not a readable image."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise InputError(f"Cannot read image {path!r}: {error}") from error
+
+
+def make_predict_fn(config: ml_collections.ConfigDict,
+                    params) -> Callable[[np.ndarray], np.ndarray]:
+    """image uint8 [H, W, 3] → label ids uint8 [H, W]; compiled once per padded shape."""
+    segmentor = models.build_segmentor(config)
+    params = jax.device_put(jax.device_get(params), jax.local_devices()[0])
+    fill = np.asarray(config.input.fill_rgb, np.uint8)
+
+    @jax.jit
+    def labels_of(params, image):
+        logits = segmentor.apply({"params": params}, image[None].astype(jnp.float32),
+                                 train=False)
+        logits = jax.image.resize(logits, (1, *image.shape[:2], logits.shape[-1]), "bilinear",
+                                  antialias=False)
+        return jnp.argmax(logits[0], axis=-1).astype(jnp.uint8)
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        padded_shape = (-(-height // _SIZE_MULTIPLE) * _SIZE_MULTIPLE,
+                        -(-width // _SIZE_MULTIPLE) * _SIZE_MULTIPLE, 3)
+        padded = np.empty(padded_shape, np.uint8)
+        padded[...] = fill
+        padded[:height, :width] = image
+        return np.asarray(labels_of(params, padded))[:height, :width]
+
+    return predict
+
+
+def palette_png(labels: np.ndarray, dataset: str) -> Image.Image:
+    """Mode "P" image: pixel values are the label ids, the palette colours them."""
+    mask = Image.fromarray(labels.astype(np.uint8))  # Mode "L"; the palette makes it "P".
+    mask.putpalette(class_info.palette(dataset).reshape(-1).tolist())
+    return mask
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, dataset: str) -> np.ndarray:
+    """image | image blended with the coloured labels, side by side."""
+    colours = class_info.palette(dataset)[labels]
+    blend = (1 - _OVERLAY_ALPHA) * image + _OVERLAY_ALPHA * colours
+    return np.concatenate([image, np.round(blend).astype(np.uint8)], axis=1)
+
+
+def check_images(files: Sequence[str]) -> None:
+    """Cheap header check of every file, so a bad one fails before the slow restore."""
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image.verify()
+        except (OSError, UnidentifiedImageError, SyntaxError) as error:
+            raise InputError(f"Cannot read image {file!r}: {error}") from error
+
+
+def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str],
+                  output_dir: str) -> List[str]:
+    """Writes mask and overlay per file; returns the mask paths."""
+    predict = make_predict_fn(config, params)
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for file in files:
+        image = read_image(file)
+        labels = predict(image)
+        stem = os.path.splitext(os.path.basename(file))[0]
+        mask_path = os.path.join(output_dir, f"{stem}.png")
+        palette_png(labels, config.dataset).save(mask_path)
+        Image.fromarray(overlay(image, labels, config.dataset)).save(
+            os.path.join(output_dir, f"{stem}_overlay.png"))
+        logging.info("%s (%dx%d) → %s", file, image.shape[1], image.shape[0], mask_path)
+        written.append(mask_path)
+    return written
+
+
+def predict_path(config: ml_collections.ConfigDict, workdir: str, input_path: str,
+                 output_dir: str, step: Optional[int] = None) -> List[str]:
+    """Finds the images, restores the checkpoint, segments them all."""
+    files = find_images(input_path)  # Before the (slow) restore: input errors come first.
+    check_images(files)
+    params, step = evaluate.restore_params(config, workdir, step)
+    logging.info("Segmenting %d images with step %d of %s.", len(files), step, workdir)
+    return predict_files(config, params, files, output_dir)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    FLAGS = flags.FLAGS
+    try:
+        written = predict_path(FLAGS.config, FLAGS.workdir, FLAGS.input, FLAGS.output,
+                               FLAGS.step)
+    except (InputError, evaluate.CheckpointError) as error:
+        sys.exit(f"Error: {error}")
+    print(f"Wrote {len(written)} masks and overlays to {FLAGS.output}.")
+
+
+def _define_flags() -> None:
+    """Defined here, not on import, so tests and other tools can import this module's functions."""
+    flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.")
+    flags.DEFINE_string("input", None, "An image, or a directory of JPEG/PNG images.")
+    flags.DEFINE_string("output", None, "Directory for <stem>.png and <stem>_overlay.png.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    config_flags.DEFINE_config_file("config", None, "The run's training config.",
+                                    lock_config=True)
+    flags.mark_flags_as_required(["config", "workdir", "input", "output"])
+
+
+def run() -> None:
+    _define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

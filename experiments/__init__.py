@@ -1,0 +1,1 @@
+"""Ablation runner and result aggregation around `python -m advseg_jax.main`."""

@@ -1,0 +1,304 @@
+"""Runs a named ablation sweep: one `python -m advseg_jax.main` per (variant, seed).
+
+    python experiments/ablations.py --config=configs/default.py --sweep=encodings \\
+        --workdir=/tmp/sweep [--seeds=3] [--steps=500] [--variants=baseline,product] \\
+        [--dry_run] [--config.KEY=VALUE ...]
+
+Each run is an ordinary training run in DIR/<variant>/seed_<k>, so it resumes from its own
+checkpoints when the sweep is restarted, and a finished run (its eval_results.json is at the
+final step) is skipped. Runs are separate processes, not calls into `train`, so that a crash
+or a memory leak in one run cannot take the others down and so that `--dry_run` can hand the
+very same commands to a cluster or a notebook. When all runs are done, `experiments/results.py`
+writes DIR/results.md, DIR/results.json and the plots.
+"""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # Run as a script: make `experiments` and `configs` importable.
+    sys.path.insert(0, _REPO)
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from experiments import results  # noqa: E402
+
+# Sweep name → variant name → config overrides. Every comparison of the paper that our configs
+# can express; the first variant of a sweep is its reference point in tables and plots.
+SWEEPS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    # Sec. 3.2: which label-map encoding lets the adversary see more than "one-hot or not".
+    "encodings": {
+        "baseline": {"lambda_adv": 0.0},
+        "basic": {"adversary.encoding": "basic"},
+        "product": {"adversary.encoding": "product"},
+        "scaling": {"adversary.encoding": "scaling"},
+    },
+    # Weight of the adversarial term; 0 is the baseline (no adversary is built).
+    "lambda": {
+        "lambda_0": {"lambda_adv": 0.0},
+        "lambda_0.1": {"lambda_adv": 0.1},
+        "lambda_0.5": {"lambda_adv": 0.5},
+        "lambda_1": {"lambda_adv": 1.0},
+        "lambda_2": {"lambda_adv": 2.0},
+    },
+    # Sec. 4.2: the VOC adversaries' field of view and width.
+    "adversary": {
+        "largefov": {"adversary.name": "largefov"},
+        "largefov_light": {"adversary.name": "largefov_light"},
+        "smallfov": {"adversary.name": "smallfov"},
+        "smallfov_light": {"adversary.name": "smallfov_light"},
+    },
+    # Sec. 3.1: the non-saturating segmentor loss the paper trains with vs the minimax form.
+    "loss_form": {
+        "non_saturating": {"adversarial_loss": "non_saturating"},
+        "saturating": {"adversarial_loss": "saturating"},
+    },
+}
+
+MANIFEST = "sweep.json"  # Written into the sweep's workdir; `results.py` reads it.
+_CONFIG_PREFIX = "--config."
+_OVERRIDE = re.compile(r"^(-{1,2})(no)?config\.")
+
+
+class Run(NamedTuple):
+    """One training run of a sweep."""
+
+    variant: str
+    seed: int
+    workdir: str
+    argv: List[str]  # Everything after the Python executable.
+
+
+def get_sweep(name: str) -> Dict[str, Dict[str, Any]]:
+    if name not in SWEEPS:
+        raise ValueError(f"Unknown sweep {name!r}; valid sweeps: {sorted(SWEEPS)}.")
+    return SWEEPS[name]
+
+
+def select_variants(sweep: str, names: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """The sweep's variants, or only `names` (in the sweep's order) for a partial run."""
+    variants = get_sweep(sweep)
+    if not names:
+        return dict(variants)
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        raise ValueError(f"Unknown variants {unknown} for sweep {sweep!r}; valid variants: "
+                         f"{list(variants)}.")
+    return {n: o for n, o in variants.items() if n in names}
+
+
+def format_value(value: Any) -> str:
+    """A value as `config_flags` parses it back (tuples as '(a,b)', floats with a dot)."""
+    if isinstance(value, (tuple, list)):
+        trailing = "," if len(value) == 1 else ""
+        return "(" + ",".join(format_value(v) for v in value) + trailing + ")"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def override_flags(overrides: Dict[str, Any]) -> List[str]:
+    return [f"{_CONFIG_PREFIX}{key}={format_value(value)}" for key, value in overrides.items()]
+
+
+def split_passthrough(argv: Sequence[str]) -> List[str]:
+    """The config overrides of `argv`, in order, as `--config.KEY=VALUE`: every run gets them."""
+    passthrough, i = [], 0
+    while i < len(argv):
+        match = _OVERRIDE.match(argv[i])
+        if match:
+            flag = "--" + argv[i][match.end(1):]  # Normalised to two dashes.
+            negated = argv[i].lstrip("-").startswith("no")
+            if "=" not in flag and not negated and i + 1 < len(argv) and (
+                    not argv[i + 1].startswith("-")):
+                i += 1  # "--config.KEY VALUE": absl's two-token form.
+                flag = f"{flag}={argv[i]}"
+            passthrough.append(flag)
+        i += 1
+    return passthrough
+
+
+def _override_key(flag: str) -> str:
+    return _OVERRIDE.sub("", flag).split("=", 1)[0]
+
+
+def build_runs(config_path: str, sweep: str, workdir: str, seeds: int = 1,
+               steps: Optional[int] = None, passthrough: Sequence[str] = (),
+               variants: Optional[Sequence[str]] = None) -> List[Run]:
+    """Every (variant, seed) run, seed-major: an interrupted sweep still compares all variants.
+
+    The sweep's own overrides come after `passthrough`, and a passthrough that sets a swept
+    key (or the seed) is refused: otherwise the table would name a setting the run never had.
+    """
+    selected = select_variants(sweep, variants)
+    if seeds < 1:
+        raise ValueError(f"--seeds={seeds} must be >= 1.")
+    swept = {key for overrides in selected.values() for key in overrides} | {"seed"}
+    if steps is not None:
+        swept.add("num_train_steps")
+    clashes = [flag for flag in passthrough if _override_key(flag) in swept]
+    if clashes:
+        raise ValueError(f"{clashes} set keys that sweep {sweep!r} (or --seeds/--steps) sets per "
+                         f"run: {sorted(swept)}. Drop them, or use --seeds/--steps.")
+    runs = []
+    for seed in range(seeds):
+        for variant, overrides in selected.items():
+            run_dir = os.path.join(workdir, variant, f"seed_{seed}")
+            argv = ["-m", "advseg_jax.main", f"--config={config_path}", f"--workdir={run_dir}",
+                    *passthrough, *override_flags(overrides), f"{_CONFIG_PREFIX}seed={seed}"]
+            if steps is not None:
+                argv.append(f"{_CONFIG_PREFIX}num_train_steps={steps}")
+            runs.append(Run(variant, seed, run_dir, argv))
+    return runs
+
+
+def command_line(run: Run, python: str = "python") -> str:
+    return shlex.join([python, *run.argv])
+
+
+def is_finished(run_dir: str, num_train_steps: Optional[int] = None) -> bool:
+    """True if the run's last evaluation is at its final step (and that is `num_train_steps`).
+
+    Reads only the files `train.py` writes atomically, so a run killed at any point reads as
+    unfinished and is resumed.
+    """
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            final_step = json.load(f)["num_train_steps"]
+        with open(os.path.join(run_dir, "eval_results.json")) as f:
+            step = json.load(f)["step"]
+    except (OSError, ValueError, KeyError):
+        return False
+    if num_train_steps is not None and final_step != num_train_steps:
+        return False
+    return step == final_step
+
+
+def write_manifest(workdir: str, config_path: str, sweep: str, runs: Sequence[Run],
+                   passthrough: Sequence[str]) -> None:
+    """What was run, so `results.py` can order and describe variants without the runner."""
+    variants = get_sweep(sweep)
+    names = list(dict.fromkeys(run.variant for run in runs))
+    manifest = {"sweep": sweep, "config": config_path, "passthrough": list(passthrough),
+                "seeds": sorted({run.seed for run in runs})}
+    path = os.path.join(workdir, MANIFEST)
+    if os.path.exists(path):  # A partial re-run adds to the variants and seeds run before.
+        with open(path) as f:
+            previous = json.load(f)
+        if previous.get("sweep") == sweep:
+            names = set(previous["variants"]) | set(names)
+            manifest["seeds"] = sorted(set(previous["seeds"]) | set(manifest["seeds"]))
+    manifest["variants"] = {name: variants[name] for name in variants if name in names}
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _subprocess_env() -> dict:
+    """The runs import `advseg_jax` and `configs` from this checkout even if it is not installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def execute(runs: Sequence[Run], num_train_steps: Optional[int] = None) -> List[Run]:
+    """Runs each unfinished run in turn (logs in <run>/run.log); returns the failed ones.
+
+    A failing or interrupted run does not stop the sweep: the others still give a (partial)
+    table.
+    """
+    failed = []
+    for i, run in enumerate(runs, 1):
+        name = f"[{i}/{len(runs)}] {run.variant} seed {run.seed}"
+        if is_finished(run.workdir, num_train_steps):
+            logging.info("%s: finished earlier, skipped.", name)
+            continue
+        os.makedirs(run.workdir, exist_ok=True)
+        log_path = os.path.join(run.workdir, "run.log")
+        logging.info("%s: %s (log: %s)", name, command_line(run), log_path)
+        with open(log_path, "a") as log:
+            code = subprocess.call([sys.executable, *run.argv], stdout=log,
+                                   stderr=subprocess.STDOUT, env=_subprocess_env())
+        if code == 0 and not is_finished(run.workdir, num_train_steps):
+            # main exits 0 after checkpointing on SIGTERM (preemption): resumable, not done.
+            logging.error("%s stopped before its final step; re-run the sweep to resume it.",
+                          name)
+            failed.append(run)
+        elif code != 0:
+            with open(log_path) as log:
+                tail = log.read()[-2000:]
+            logging.error("%s failed with exit code %d; end of %s:\n%s", name, code, log_path,
+                          tail)
+            failed.append(run)
+    return failed
+
+
+def run_sweep(config_path: str, sweep: str, workdir: str, seeds: int = 1,
+              steps: Optional[int] = None, passthrough: Sequence[str] = (),
+              variants: Optional[Sequence[str]] = None, dry_run: bool = False,
+              num_train_steps: Optional[int] = None) -> List[Run]:
+    """Runs (or, with `dry_run`, prints) the sweep, then aggregates it; returns failed runs.
+
+    `num_train_steps`: the final step the runs must reach to count as finished (the config's,
+    after overrides); by default each run's own config.json decides.
+    """
+    runs = build_runs(config_path, sweep, workdir, seeds, steps, passthrough, variants)
+    expected = steps if steps is not None else num_train_steps
+    if dry_run:
+        pending = [run for run in runs if not is_finished(run.workdir, expected)]
+        for run in pending:
+            print(command_line(run))
+        if len(pending) < len(runs):
+            print(f"# {len(runs) - len(pending)} finished runs not listed.", file=sys.stderr)
+        return []
+    write_manifest(workdir, config_path, sweep, runs, passthrough)
+    failed = execute(runs, expected)
+    results.write_results(workdir)
+    return failed
+
+
+def _define_flags() -> None:
+    """Flags are defined only when run as a program, so tests can import this module freely."""
+    flags.DEFINE_enum("sweep", None, sorted(SWEEPS), "Which sweep to run.")
+    flags.DEFINE_string("workdir", None, "Sweep directory; run k of variant v goes in v/seed_k.")
+    flags.DEFINE_integer("seeds", 1, "Seeds 0 .. seeds-1 per variant.")
+    flags.DEFINE_integer("steps", None, "num_train_steps of every run (default: the config's).")
+    flags.DEFINE_list("variants", None, "Only these variants of the sweep (default: all).")
+    flags.DEFINE_boolean("dry_run", False, "Print the commands instead of running them.")
+    config_flags.DEFINE_config_file("config", None, "Base training config, e.g. configs/voc.py.")
+    flags.mark_flags_as_required(["sweep", "workdir", "config"])
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    FLAGS = flags.FLAGS
+    config = FLAGS.config  # Parsed with the overrides: a bad key fails here, before any run.
+    config_path = FLAGS["config"].config_filename
+    try:
+        failed = run_sweep(config_path, FLAGS.sweep, FLAGS.workdir, FLAGS.seeds, FLAGS.steps,
+                           split_passthrough(sys.argv[1:]), FLAGS.variants, FLAGS.dry_run,
+                           num_train_steps=config.num_train_steps)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    if failed:
+        sys.exit(f"{len(failed)} runs failed: " +
+                 ", ".join(f"{run.variant}/seed_{run.seed}" for run in failed))
+
+
+def run() -> None:
+    _define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

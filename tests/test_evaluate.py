@@ -1,0 +1,97 @@
+"""`python -m advseg_jax.evaluate` gives exactly the numbers of training's own evaluation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from advseg_jax import evaluate
+from advseg_jax import train
+from experiments import ablations
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Checkpoints and evaluations at steps 2 and 4; kept as overrides so the CLI gets the same.
+# The baseline (no adversary) compiles fastest; evaluation never sees the adversary anyway.
+TINY = {"batch_size": 4, "eval_batch_size": 64, "num_train_steps": 4, "log_every_steps": 2,
+        "eval_every_steps": 2, "checkpoint_every_steps": 2, "num_train_eval_examples": 0,
+        "num_image_summaries": 0, "segmentor.width": 8, "segmentor.warmup_steps": 0,
+        "lambda_adv": 0.0, "input.shuffle_buffer": 64}
+
+
+def make_config(data_dir):
+    from configs import default
+    config = default.get_config()
+    for key, value in {**TINY, "data_dir": data_dir}.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """(config, workdir) of one tiny run, trained in this process (no import or start-up cost)."""
+    config = make_config(data_dir)
+    workdir = str(tmp_path_factory.mktemp("evaluate_run"))
+    train.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
+def _training_eval(workdir, step):
+    with open(os.path.join(workdir, "eval_history.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return next(r for r in records if r["step"] == step and r["split"] == "validation")
+
+
+def test_cli_equals_training_eval_results(trained, tmp_path):
+    config, workdir = trained
+    output = str(tmp_path / "scores.json")
+    flags = ablations.override_flags({**TINY, "data_dir": config.data_dir})
+    result = subprocess.run(
+        [sys.executable, "-m", "advseg_jax.evaluate", "--config=configs/default.py",
+         f"--workdir={workdir}", f"--output={output}", *flags],
+        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-5000:]
+    printed = json.loads(result.stdout)  # stdout is exactly the JSON object.
+    with open(output) as f:
+        written = json.load(f)
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        expected = json.load(f)
+    assert printed == written
+    assert expected["step"] == 4
+    for key, value in expected.items():
+        assert written[key] == value, key  # Bit-identical: the same code on the same data.
+    assert written["split"] == "validation"
+
+
+def test_earlier_step_equals_that_step_s_training_eval(trained):
+    config, workdir = trained
+    scores = evaluate.evaluate_checkpoint(config, workdir, step=2)
+    expected = _training_eval(workdir, 2)
+    assert scores["step"] == 2
+    for key in ("mean_iou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou",
+                "per_class_accuracy"):
+        assert scores[key] == expected[key], key
+
+
+def test_missing_checkpoints_name_the_workdir_and_steps(trained, tmp_path):
+    config, workdir = trained
+    empty = str(tmp_path / "empty")
+    with pytest.raises(evaluate.CheckpointError, match=f"{empty}.*available steps: none"):
+        evaluate.restore_params(config, empty)
+    assert not os.path.exists(os.path.join(empty, "checkpoints"))  # Nothing created.
+    with pytest.raises(evaluate.CheckpointError, match=r"step 3 .*available steps: \[2, 4\]"):
+        evaluate.restore_params(config, workdir, step=3)
+
+
+def test_wrong_config_names_the_differing_keys(trained):
+    config, workdir = trained
+    config = make_config(config.data_dir)
+    config.segmentor.width = 16
+    with pytest.raises(evaluate.CheckpointError, match=r"segmentor.width: 16 vs 8"):
+        evaluate.restore_params(config, workdir)

@@ -1,0 +1,108 @@
+"""`python -m advseg_jax.predict`: palette masks and overlays at each image's own size."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from advseg_jax import checkpointing
+from advseg_jax import evaluate
+from advseg_jax import models
+from advseg_jax import predict
+from advseg_jax import sharding
+from advseg_jax import train_step as steps
+from advseg_jax.data import class_info
+from experiments import ablations
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"segmentor.width": 8, "lambda_adv": 0.0}  # No adversary: the fastest state to build.
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory):
+    """(config, workdir) with a step-0 checkpoint of fresh weights: predict needs no training."""
+    from configs import default
+    config = default.get_config()
+    config.segmentor.width = 8
+    config.lambda_adv = 0.0
+    workdir = str(tmp_path_factory.mktemp("predict_run"))
+    manager = checkpointing.manager(workdir, config)
+    checkpointing.save(manager, 0, steps.create_train_state(config, sharding.make_mesh()))
+    manager.wait_until_finished()
+    manager.close()
+    return config, workdir
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A PNG and a JPEG of sizes that are no multiple of the output stride, and a stray file."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (70, 41, 3), dtype=np.uint8)).save(folder / "b.JPG")
+    (folder / "notes.txt").write_text("not an image")
+    return str(folder)
+
+
+def test_cli_writes_palette_masks_and_overlays(checkpointed, images, tmp_path):
+    _, workdir = checkpointed
+    output = str(tmp_path / "out")
+    result = subprocess.run(
+        [sys.executable, "-m", "advseg_jax.predict", "--config=configs/default.py",
+         f"--workdir={workdir}", f"--input={images}", f"--output={output}",
+         *ablations.override_flags(TINY)],
+        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert sorted(os.listdir(output)) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
+    palette = class_info.palette("digit_scenes")
+    for stem, (height, width) in (("a", (37, 53)), ("b", (70, 41))):
+        with Image.open(os.path.join(output, f"{stem}.png")) as mask:
+            assert mask.mode == "P" and mask.size == (width, height)
+            assert np.array_equal(np.asarray(mask.getpalette(), np.uint8).reshape(-1, 3),
+                                  palette[:len(mask.getpalette()) // 3])
+            assert np.asarray(mask).max() < 11
+        with Image.open(os.path.join(output, f"{stem}_overlay.png")) as overlay:
+            assert overlay.mode == "RGB" and overlay.size == (2 * width, height)
+
+
+def test_labels_are_the_segmentor_s_argmax(checkpointed, tmp_path):
+    config, workdir = checkpointed
+    params, step = evaluate.restore_params(config, workdir)
+    assert step == 0
+    image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    labels = predict.make_predict_fn(config, params)(image)
+    logits = models.build_segmentor(config).apply(
+        {"params": jax.device_get(params)}, jnp.asarray(image[None], jnp.float32), train=False)
+    logits = jax.image.resize(logits, (1, 64, 96, logits.shape[-1]), "bilinear",
+                              antialias=False)
+    expected = np.asarray(jnp.argmax(logits[0], axis=-1))
+    assert labels.shape == (64, 96) and labels.dtype == np.uint8
+    assert np.mean(labels == expected) > 0.999  # Up to float ties.
+
+
+def test_input_errors_name_the_path(checkpointed, images, tmp_path):
+    config, workdir = checkpointed
+    missing = str(tmp_path / "missing")
+    with pytest.raises(predict.InputError, match="missing.*does not exist"):
+        predict.find_images(missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(predict.InputError, match=f"No images .* found in '{empty}'"):
+        predict.find_images(str(empty))
+    broken = os.path.join(images, "c.png")
+    with open(broken, "w") as f:
+        f.write("not a png")
+    with pytest.raises(predict.InputError, match="Cannot read image .*c.png"):
+        predict.predict_path(config, workdir, images, str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out")  # Checked before anything is written.
+    os.remove(broken)
+    Image.new("RGB", (8, 8)).save(os.path.join(images, "a.jpeg"))
+    with pytest.raises(predict.InputError, match="a.png.*a.jpeg|a.jpeg.*a.png"):
+        predict.find_images(images)

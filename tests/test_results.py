@@ -1,0 +1,129 @@
+"""`experiments/results.py` on fabricated run directories with known numbers."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import results
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# variant → per-seed final (mIoU, pixel acc, class acc).
+FINAL = {"baseline": [(0.50, 0.90, 0.60), (0.54, 0.91, 0.64), (0.49, 0.89, 0.58)],
+         "product": [(0.56, 0.92, 0.66), (0.58, 0.93, 0.69)]}
+STEPS = 30
+
+
+def write_run(run_dir, scores, lambda_adv, final_step=STEPS, last_eval=STEPS):
+    os.makedirs(run_dir)
+    config = {"num_train_steps": final_step, "dataset": "digit_scenes", "lambda_adv": lambda_adv,
+              "eval_split": "validation", "train_split": "train"}
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(config, f)
+    miou, pixel, klass = scores
+    with open(os.path.join(run_dir, "eval_results.json"), "w") as f:
+        json.dump({"step": last_eval, "mean_iou": miou, "pixel_accuracy": pixel,
+                   "mean_class_accuracy": klass, "per_class_iou": [miou, None]}, f)
+    with open(os.path.join(run_dir, "eval_history.jsonl"), "w") as f:
+        for step in (10, 20, 30):
+            for split, value in (("validation", klass * step / 30), ("train", klass + 0.1)):
+                f.write(json.dumps({"step": step, "split": split, "mean_iou": miou,
+                                    "mean_class_accuracy": value}) + "\n")
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+    for variant, runs in FINAL.items():
+        for seed, scores in enumerate(runs):
+            write_run(str(tmp_path / variant / f"seed_{seed}"), scores,
+                      0.0 if variant == "baseline" else 0.5)
+    # Unfinished: stopped at step 20 of 30; must not enter any mean.
+    write_run(str(tmp_path / "product" / "seed_2"), (0.0, 0.0, 0.0), 0.5, last_eval=20)
+    manifest = {"sweep": "encodings", "variants": {"baseline": {"lambda_adv": 0.0},
+                                                   "product": {"adversary.encoding": "product"}},
+                "seeds": [0, 1, 2]}
+    with open(tmp_path / "sweep.json", "w") as f:
+        json.dump(manifest, f)
+    return str(tmp_path)
+
+
+def test_mean_and_std_over_finished_seeds_match_numpy(sweep_dir):
+    summary = results.write_results(sweep_dir)
+    rows = {row["variant"]: row for row in summary["variants"]}
+    assert list(rows) == ["baseline", "product"]
+    for variant, runs in FINAL.items():
+        row = rows[variant]
+        assert row["num_seeds"] == len(runs) and row["seeds"] == list(range(len(runs)))
+        for i, metric in enumerate(results.METRICS):
+            values = np.array([scores[i] for scores in runs])
+            assert row[metric]["mean"] == pytest.approx(values.mean())
+            assert row[metric]["std"] == pytest.approx(values.std(ddof=1))
+    assert rows["product"]["unfinished_seeds"] == [2]
+    assert rows["product"]["overrides"] == {"adversary.encoding": "product"}
+    with open(os.path.join(sweep_dir, "results.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(summary))
+
+
+def test_markdown_table(sweep_dir):
+    results.write_results(sweep_dir)
+    with open(os.path.join(sweep_dir, "results.md")) as f:
+        table = f.read()
+    baseline = np.array(FINAL["baseline"]) * 100
+    mean, std = baseline[:, 0].mean(), baseline[:, 0].std(ddof=1)
+    line = next(l for l in table.splitlines() if l.startswith("| baseline |"))
+    assert f"{mean:.1f} ± {std:.1f}" in line
+    assert line.rstrip().endswith("| 3 | — |")  # Three seeds; no paper number for digit_scenes.
+    product = next(l for l in table.splitlines() if l.startswith("| product |"))
+    assert "| 2 (+1 unfinished) |" in product and "`adversary.encoding=product`" in product
+
+
+def test_runs_differing_in_an_unswept_key_are_flagged(sweep_dir):
+    assert results.summarize(sweep_dir)["differing_config_keys"] == []
+    path = os.path.join(sweep_dir, "product", "seed_1", "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["segmentor"] = {"width": 16}  # E.g. the default config was edited mid-sweep.
+    with open(path, "w") as f:
+        json.dump(config, f)
+    results.write_results(sweep_dir)
+    with open(os.path.join(sweep_dir, "results.md")) as f:
+        assert "**Warning:** the runs also differ in `segmentor.width`" in f.read()
+
+
+def test_plots_are_written(sweep_dir):
+    results.write_results(sweep_dir)
+    for name in ("encodings_miou.png", "class_accuracy.png"):
+        with open(os.path.join(sweep_dir, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_seed_has_no_std_and_no_manifest_is_fine(tmp_path):
+    write_run(str(tmp_path / "only" / "seed_0"), (0.3, 0.8, 0.4), 0.5)
+    summary = results.write_results(str(tmp_path))
+    (row,) = summary["variants"]
+    assert row["mean_iou"] == {"mean": 0.3, "std": None, "values": [0.3]}
+    assert summary["sweep"] is None
+    with open(tmp_path / "results.md") as f:
+        assert "| 30.0 |" in f.read()
+
+
+def test_history_keeps_the_last_record_of_a_repeated_eval(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / "eval_history.jsonl", "w") as f:
+        for value in (0.1, 0.2):  # A resumed run evaluated step 5 twice.
+            f.write(json.dumps({"step": 5, "split": "train", "mean_class_accuracy": value}) + "\n")
+    (record,) = results.read_history(str(run_dir))
+    assert math.isclose(record["mean_class_accuracy"], 0.2)
+
+
+def test_cli(sweep_dir):
+    result = subprocess.run([sys.executable, "experiments/results.py", f"--workdir={sweep_dir}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| baseline |" in result.stdout
+    assert os.path.exists(os.path.join(sweep_dir, "results.md"))
