@@ -31,8 +31,11 @@ def test_one_and_two_devices_give_the_same_parameters(tiny_config):
     assert jax.device_count() == 2
     one, metrics_one = _train(tiny_config, sharding.make_mesh(jax.devices()[:1]))
     two, metrics_two = _train(tiny_config, sharding.make_mesh(jax.devices()))
+    # The two runs differ only in the order of float sums (pmean over 2 devices); Adam divides
+    # by sqrt(v), which can lift that 1e-7 noise to ~1e-6 on a small weight. 1e-5 is 1/300 of
+    # one Adam step (lr 3e-3): a real difference in data, loss or gradient is far larger.
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
-        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-5)
     for key in metrics_one:
         assert metrics_one[key] == pytest.approx(metrics_two[key], rel=1e-4, abs=1e-6), key
     assert int(one.segmentor.step) == 3
