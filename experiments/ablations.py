@@ -44,6 +44,8 @@ SWEEPS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # Weight of the adversarial term; 0 is the baseline (no adversary is built).
     "lambda": {
         "lambda_0": {"lambda_adv": 0.0},
+        "lambda_0.02": {"lambda_adv": 0.02},  # configs/default.py's value.
+        "lambda_0.05": {"lambda_adv": 0.05},
         "lambda_0.1": {"lambda_adv": 0.1},
         "lambda_0.5": {"lambda_adv": 0.5},
         "lambda_1": {"lambda_adv": 1.0},
