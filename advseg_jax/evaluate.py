@@ -27,6 +27,7 @@ from ml_collections import config_flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from advseg_jax import checkpointing  # noqa: E402
+from advseg_jax import dicts  # noqa: E402
 from advseg_jax import evaluation  # noqa: E402
 from advseg_jax import input_pipeline  # noqa: E402
 from advseg_jax import metrics  # noqa: E402
@@ -38,24 +39,14 @@ class CheckpointError(FileNotFoundError):
     """No usable checkpoint in the workdir (message names the workdir and the steps it has)."""
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_differences(config: ml_collections.ConfigDict, workdir: str) -> list:
     """'key: given vs trained' for keys that differ from the run's config.json."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        trained = _flatten(json.load(f))
-    given = _flatten(json.loads(config.to_json_best_effort()))
+        trained = dicts.flatten(json.load(f))
+    given = dicts.flatten(json.loads(config.to_json_best_effort()))
     return [f"{key}: {given.get(key)!r} vs {trained.get(key)!r}"
             for key in sorted(set(given) | set(trained)) if given.get(key) != trained.get(key)]
 

@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 
 from advseg_jax import checkpointing
 from advseg_jax import config_checks
+from advseg_jax import dicts
 from advseg_jax import evaluation
 from advseg_jax import input_pipeline
 from advseg_jax import metrics
@@ -149,7 +150,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
     logging.info("Starting at step %d of %d on %d devices (%d processes).", start_step,
                  config.num_train_steps, jax.device_count(), jax.process_count())
     if start_step == 0:
-        writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+        writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                              for k, v in dicts.flatten(config.to_dict()).items()})
 
     train_step = steps.make_train_step(config, mesh, segmentor, adversary)
     eval_step = steps.make_eval_step(config, mesh, segmentor)
@@ -196,14 +198,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
                 logging.warning("Stopped by SIGTERM after checkpointing step %d.", step)
                 return None
     return record
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat

@@ -25,6 +25,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+if __package__ in (None, ""):  # Run as a script: make `advseg_jax` importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advseg_jax import dicts  # noqa: E402
+
 METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")
 _LABELS = {"mean_iou": "mIoU", "pixel_accuracy": "Pixel acc.", "mean_class_accuracy": "Class acc."}
 
@@ -86,23 +90,13 @@ def _stats(values: Sequence[float]) -> dict:
     return {"mean": mean, "std": std, "values": [None if v is None else float(v) for v in values]}
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def differing_keys(configs: Sequence[dict], expected: Sequence[str]) -> List[str]:
     """Config keys that vary across runs but should not: not swept, not seed, not a path.
 
     Runs of a sweep made with different code or config files (an edited default, a changed
     passthrough on resume) would otherwise be compared as if only the swept key differed.
     """
-    flat = [_flatten(config) for config in configs]
+    flat = [dicts.flatten(config) for config in configs]
     keys = set().union(*flat) - set(expected) - {"seed", "data_dir"}
     return sorted(k for k in keys if len({json.dumps(c.get(k)) for c in flat}) > 1)
 
