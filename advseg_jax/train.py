@@ -101,6 +101,15 @@ def _check_finite(step: int, scalars: dict, config: ml_collections.ConfigDict,
     return skipped + 1
 
 
+def _settle(step: int, device_metrics: dict, config: ml_collections.ConfigDict, skipped: int,
+            logged: list) -> int:
+    """Brings one step's metrics to the host once: checked for non-finite values, kept for logs."""
+    scalars = steps.host_scalars(device_metrics)
+    skipped = _check_finite(step, scalars, config, skipped)
+    logged.append(scalars)
+    return skipped
+
+
 def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh, step) -> dict:
     params = state.segmentor.params
     scores, strips = evaluation.evaluate(config, eval_step, params, builder, mesh,
@@ -159,28 +168,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
-    pending, previous, skipped, record = [], None, 0, None
+    logged, previous, skipped, record = [], None, 0, None
     with _TerminationFlag() as terminate, _completing_saves(checkpoints, writer):
         for step in range(start_step + 1, config.num_train_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics = train_step(state, sharding.global_batch(next(batches), mesh))
-            # Check the *previous* step's flags: the device runs ahead while the host looks.
+            # Settle the *previous* step's metrics: the device runs ahead while the host looks.
             if previous is not None:
-                skipped = _check_finite(step - 1, steps.host_scalars(previous), config, skipped)
+                skipped = _settle(step - 1, previous, config, skipped, logged)
             previous = step_metrics
-            pending.append(step_metrics)
             report_progress(step, time.time())
             last = step == config.num_train_steps
             if step % config.log_every_steps == 0 or last:
-                skipped = _check_finite(step, steps.host_scalars(previous), config, skipped)
+                skipped = _settle(step, previous, config, skipped, logged)
                 previous = None
-                scalars = {f"train/{k}": float(np.mean([steps.host_scalars(m)[k] for m in pending]))
-                           for k in pending[0] if not k.startswith("nonfinite_")}
+                scalars = {f"train/{k}": float(np.mean([m[k] for m in logged]))
+                           for k in logged[0] if not k.startswith("nonfinite_")}
                 scalars.update({f"train/{k}": v
                                 for k, v in steps.learning_rates(config, step).items()})
                 scalars["train/skipped_nonfinite_steps"] = skipped
                 writer.write_scalars(step, scalars)
-                pending = []
+                logged = []
             if step % config.eval_every_steps == 0 or last:
                 with report_progress.timed("eval"):
                     record = _evaluate_and_write(config, workdir, writer, eval_step, state,
@@ -188,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
             stopping = terminate.any_process()
             if step % config.checkpoint_every_steps == 0 or last or stopping:
                 if previous is not None:
-                    skipped = _check_finite(step, steps.host_scalars(previous), config, skipped)
+                    skipped = _settle(step, previous, config, skipped, logged)
                     previous = None
                 with report_progress.timed("checkpoint"):
                     checkpointing.save(checkpoints, step, state)
