@@ -63,9 +63,11 @@ def train_iterator(config: ml_collections.ConfigDict, builder: tfds.core.Dataset
     def prepare(position, example):
         image, mask = _decode(builder, example)
         seed = tf.stack([tf.constant(config.seed, tf.int64), position])
+        # Downscaling the whole protocol (input.image_scale) scales the jitter range with it.
         image, mask = augment.train_augment(
-            image, mask, seed, crop_size=tuple(inp.crop_size), min_scale=inp.min_scale,
-            max_scale=inp.max_scale, random_flip=inp.random_flip, ignore_label=IGNORE_LABEL,
+            image, mask, seed, crop_size=tuple(inp.crop_size),
+            min_scale=inp.min_scale * inp.image_scale,
+            max_scale=inp.max_scale * inp.image_scale, random_flip=inp.random_flip, ignore_label=IGNORE_LABEL,
             fill_rgb=tuple(inp.fill_rgb))
         return _to_model_inputs(image, mask)
 
@@ -103,6 +105,7 @@ def eval_iterator(config: ml_collections.ConfigDict, builder: tfds.core.DatasetB
 
     def prepare(example):
         image, mask = _decode(builder, example)
+        image, mask = augment.rescale(image, mask, config.input.image_scale)
         image, mask, pixel_mask = augment.eval_pad(image, mask, eval_size=eval_size,
                                                    ignore_label=IGNORE_LABEL)
         return {**_to_model_inputs(image, mask), "pixel_mask": pixel_mask}

@@ -114,11 +114,15 @@ def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh
     params = state.segmentor.params
     scores, strips = evaluation.evaluate(config, eval_step, params, builder, mesh,
                                          config.eval_split, num_images=config.num_image_summaries)
-    records = [dict(step=step, split=config.eval_split, **scores)]
+    # Epochs, not steps, are what curves are compared by (Fig. 4), across batch sizes and splits.
+    epoch = step * config.batch_size / builder.info.splits[config.train_split].num_examples
+    records = [dict(step=step, epoch=epoch, split=config.eval_split, **scores)]
     if config.num_train_eval_examples:
+        # -1: the whole training split (unaugmented), as the paper's training-set curve.
+        count = None if config.num_train_eval_examples < 0 else config.num_train_eval_examples
         train_scores, _ = evaluation.evaluate(config, eval_step, params, builder, mesh,
-                                              config.train_split, config.num_train_eval_examples)
-        records.append(dict(step=step, split="train", **train_scores))
+                                              config.train_split, count)
+        records.append(dict(step=step, epoch=epoch, split="train", **train_scores))
     for record in records:
         prefix = "eval" if record["split"] == config.eval_split else "train_eval"
         writer.write_scalars(step, {f"{prefix}/{k}": record[k] for k in

@@ -13,6 +13,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     # TFDS data directory; datasets are built here on first use (digit_scenes offline, in seconds).
     config.data_dir = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    # Where a builder finds archives that cannot or should not be downloaded (e.g. the real
+    # Stanford Background archive in ../shared/data/stanford_background); "" = TFDS's default.
+    config.manual_dir = ""
     config.dataset = "digit_scenes"
     config.train_split = "train"
     config.eval_split = "validation"
@@ -27,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 2
     config.num_image_summaries = 4  # Validation examples drawn as image | truth | prediction.
     # Train-split examples also scored at each eval (no augmentation), for train/val curves (Fig. 4).
+    # -1 = the whole training split; 0 = none.
     config.num_train_eval_examples = 256
 
     # Weight of the adversarial term in the segmentor loss; 0 is the baseline (no adversary).
@@ -45,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.input = ml_collections.ConfigDict()
     config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: the crop is the whole image.
+    # Every image (and its labels) is rescaled by this before anything else, in training and
+    # evaluation alike; metrics are then scored at that resolution. < 1 for CPU-scale protocols.
+    config.input.image_scale = 1.0
     config.input.min_scale = 1.0  # Random rescaling range before padding/cropping.
     config.input.max_scale = 1.0
     # Digits are not mirror-symmetric: a flipped "2" is no digit, so no flips on digit_scenes.

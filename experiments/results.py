@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -32,12 +33,29 @@ from advseg_jax import dicts  # noqa: E402
 METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")
 _LABELS = {"mean_iou": "mIoU", "pixel_accuracy": "Pixel acc.", "mean_class_accuracy": "Class acc."}
 
-# Published numbers, in %, keyed by (dataset, sweep, variant): Luc, Couprie, Chintala and
-# Verbeek, "Semantic Segmentation using Adversarial Networks", NIPS 2016 Workshop on Adversarial
-# Training, arXiv:1611.08408. Only entries checked against the paper belong here; none are
-# filled in yet (no copy of the paper's tables was at hand), so every row shows "—". The
-# embedded digit_scenes data has no published numbers at all.
-PAPER_RESULTS: Dict[tuple, Dict[str, float]] = {}
+# Published numbers, in %, keyed by (dataset family, sweep, variant): Luc, Couprie, Chintala
+# and Verbeek, "Semantic Segmentation using Adversarial Networks", NIPS 2016 Workshop on
+# Adversarial Training, arXiv:1611.08408. Only values read from the paper belong here. Stanford
+# Background: per-class accuracy on the validation (test) images at ~epoch 1000, read by eye from
+# Fig. 4 (about ±0.5; full resolution, the paper's own λ and schedule). The embedded digit_scenes
+# data has no published numbers at all.
+PAPER_RESULTS: Dict[tuple, Dict[str, float]] = {
+    ("stanford_background", "stanford_fig4", "classical"): {"mean_class_accuracy": 62.1},
+    ("stanford_background", "stanford_fig4", "adversarial"): {"mean_class_accuracy": 63.4},
+}
+# Fig. 4 of the paper, the same reading: per-class accuracy (%) at (epoch, value) points.
+PAPER_CURVES: Dict[tuple, Dict[str, List[tuple]]] = {
+    ("stanford_background", "stanford_fig4", "classical"): {
+        "train": [(100, 85.0), (300, 88.7), (1000, 91.5)],
+        "eval": [(0, 57.6), (100, 63.0), (300, 62.8), (1000, 62.1)]},
+    ("stanford_background", "stanford_fig4", "adversarial"): {
+        "train": [(100, 76.0), (300, 82.0), (1000, 86.7)],
+        "eval": [(0, 55.6), (100, 64.5), (300, 66.3), (1000, 63.4)]},
+}
+# Files a person writes into a sweep directory; results.md includes it verbatim.
+VERDICT = "verdict.md"
+# Flags whose values are paths on one machine: results.json shows them as placeholders.
+_PLACEHOLDERS = {"data_dir": "DATA_DIR", "manual_dir": "MANUAL_DIR"}
 
 MANIFEST = "sweep.json"
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
@@ -125,16 +143,43 @@ def summarize(workdir: str) -> dict:
         for metric in METRICS:
             row[metric] = _stats([run["final"].get(metric) for _, run in finished])
         sweep = (manifest or {}).get("sweep")
-        row["paper"] = PAPER_RESULTS.get((row.get("dataset"), sweep, variant))
+        row["paper"] = PAPER_RESULTS.get(
+            ((row.get("dataset") or "").split("/")[0], sweep, variant))
         rows.append(row)
     swept = [key for overrides in (manifest or {}).get("variants", {}).values()
              for key in overrides]
     # The directory's name, not its path: results.json gets copied and committed.
-    return {"name": os.path.basename(os.path.abspath(workdir)),
-            "sweep": (manifest or {}).get("sweep"), "config": (manifest or {}).get("config"),
-            "passthrough": (manifest or {}).get("passthrough", []), "dataset": dataset,
-            "std": "sample std over seeds (ddof=1)", "variants": rows,
-            "differing_config_keys": differing_keys(configs, swept)}
+    summary = {"name": os.path.basename(os.path.abspath(workdir)),
+               "sweep": (manifest or {}).get("sweep"), "config": (manifest or {}).get("config"),
+               "passthrough": (manifest or {}).get("passthrough", []), "dataset": dataset,
+               "std": "sample std over seeds (ddof=1)", "variants": rows,
+               "differing_config_keys": differing_keys(configs, swept),
+               "curves": curves(workdir, rows)}
+    if manifest and manifest.get("config"):
+        summary["recipe"] = recipe(manifest)
+    return summary
+
+
+def _placeholder(flag: str) -> str:
+    key, _, _ = flag.partition("=")
+    name = key.rsplit(".", 1)[-1]
+    return f"{key}={_PLACEHOLDERS[name]}" if name in _PLACEHOLDERS and "=" in flag else flag
+
+
+def recipe(manifest: dict) -> dict:
+    """How to re-run any seed of the sweep: the runner's command, machine paths as placeholders.
+
+    `experiments/ablations.py` rebuilds every run's exact `advseg_jax.main` command from these
+    (config file, passthrough, the variant's overrides, `--config.seed=k`); `--variants` and
+    `--seeds` pick a subset (seeds 0 .. N-1).
+    """
+    passthrough = [_placeholder(flag) for flag in manifest.get("passthrough", [])]
+    command = ["python", "experiments/ablations.py", f"--config={manifest['config']}",
+               f"--sweep={manifest['sweep']}", "--workdir=OUT",
+               f"--seeds={len(manifest['seeds'])}", *passthrough]
+    return {"config": manifest["config"], "sweep": manifest["sweep"],
+            "passthrough": passthrough, "variants": manifest["variants"],
+            "seeds": manifest["seeds"], "command": " ".join(shlex.quote(c) for c in command)}
 
 
 def _percent(stats: dict) -> str:
@@ -150,26 +195,50 @@ def _overrides_text(overrides: Optional[dict]) -> str:
     return ", ".join(f"`{key}={value}`" for key, value in overrides.items())
 
 
+def _paper_text(paper: Optional[dict]) -> str:
+    if not paper:
+        return "—"
+    return ", ".join(f"{_LABELS[m]} {paper[m]:.1f}" for m in METRICS if m in paper)
+
+
+def _final_train(summary: dict, variant: str, metric: str) -> Optional[dict]:
+    points = summary["curves"].get(variant, {}).get("train")
+    return points[-1][metric] if points else None
+
+
 def markdown(summary: dict) -> str:
-    """The results table: mean ± std over seeds, in %, and the paper's mIoU where it has one."""
+    """Final scores (mean ± std over seeds, %), curves by epoch, effect sizes and the verdict."""
     title = f"# Sweep `{summary['sweep'] or summary['name']}`"
+    has_train = any(summary["curves"].get(row["variant"], {}).get("train")
+                    for row in summary["variants"])
+    train_header = " Train class acc. |" if has_train else ""
     lines = [title, "",
              f"Dataset: {summary['dataset'] or '—'}. Mean ± {summary['std']}, in %, of each "
-             "run's final evaluation on the evaluation split.", "",
-             "| Variant | Overrides | mIoU | Pixel acc. | Class acc. | Seeds | Paper mIoU |",
-             "|---|---|---|---|---|---|---|"]
+             "run's final evaluation on the evaluation split"
+             + (" (and on the training images, unaugmented)" if has_train else "") + ".", "",
+             f"| Variant | Overrides | mIoU | Pixel acc. | Class acc. |{train_header} Seeds "
+             "| Paper |",
+             "|---|---|---|---|---|" + ("---|" if has_train else "") + "---|---|"]
     for row in summary["variants"]:
-        paper = row["paper"]
-        paper_text = f"{paper['mean_iou']:.1f}" if paper and "mean_iou" in paper else "—"
         seeds = str(row["num_seeds"])
         if row["unfinished_seeds"]:
             seeds += f" (+{len(row['unfinished_seeds'])} unfinished)"
+        train = ""
+        if has_train:
+            stats = _final_train(summary, row["variant"], "mean_class_accuracy")
+            train = f" {_percent(stats) if stats else '—'} |"
         lines.append(f"| {row['variant']} | {_overrides_text(row['overrides'])} | "
                      f"{_percent(row['mean_iou'])} | {_percent(row['pixel_accuracy'])} | "
-                     f"{_percent(row['mean_class_accuracy'])} | {seeds} | {paper_text} |")
+                     f"{_percent(row['mean_class_accuracy'])} |{train} {seeds} | "
+                     f"{_paper_text(row['paper'])} |")
     steps = sorted({row["steps"] for row in summary["variants"] if row.get("steps")})
     if steps:
         lines += ["", f"Training steps per run: {', '.join(map(str, steps))}."]
+    if any(row["paper"] for row in summary["variants"]):
+        lines += ["", "Paper: Luc et al. 2016, read from Fig. 4 (per-class accuracy on the "
+                  "validation images at ~epoch 1000, ±0.5; full resolution, their λ and "
+                  "schedule): a reference point, not a like-for-like target."]
+    lines += _curve_table(summary) + _effects(summary)
     if summary.get("differing_config_keys"):
         lines += ["", "**Warning:** the runs also differ in " +
                   ", ".join(f"`{key}`" for key in summary["differing_config_keys"]) +
@@ -178,7 +247,55 @@ def markdown(summary: dict) -> str:
         extra = " ".join(f"`{flag}`" for flag in summary["passthrough"]
                          if "data_dir=" not in flag) or "none"  # Paths: machine-specific.
         lines += ["", f"Base config: `{summary['config']}`; overrides for every run: {extra}."]
+    if summary.get("recipe"):
+        lines += ["", "Re-run (results.json `recipe`; `--variants=V --seeds=1` for one run): "
+                  f"`{summary['recipe']['command']}`."]
+    if summary.get("verdict"):
+        lines += ["", summary["verdict"].strip()]
     return "\n".join(lines) + "\n"
+
+
+def _curve_table(summary: dict, metric: str = "mean_class_accuracy") -> List[str]:
+    """Class accuracy at every evaluation, train and evaluation split side by side."""
+    variants = [v for v, splits in summary["curves"].items() if splits.get("eval")]
+    if not variants:
+        return []
+    header = "| Epoch | " + " | ".join(f"{v} train | {v} eval" for v in variants) + " |"
+    lines = ["", f"{_LABELS[metric]} (%) at each evaluation, mean ± std over seeds:", "",
+             header, "|---|" + "---|---|" * len(variants)]
+    first = summary["curves"][variants[0]]["eval"]
+    for i, point in enumerate(first):
+        cells = []
+        for v in variants:
+            for split in ("train", "eval"):
+                points = summary["curves"][v].get(split) or []
+                cells.append(_percent(points[i][metric]) if i < len(points) else "—")
+        x = f"{point['epoch']:.1f}" if point["epoch"] is not None else f"step {point['step']}"
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _effects(summary: dict, metric: str = "mean_class_accuracy") -> List[str]:
+    """Each variant minus the baseline (lambda_adv = 0) at the final evaluation, in points."""
+    rows = {row["variant"]: row for row in summary["variants"] if row["num_seeds"]}
+    base = next((v for v, row in rows.items() if row.get("lambda_adv") == 0), None)
+    if base is None or len(rows) < 2:
+        return []
+    lines = ["", f"Effect at the final evaluation, {_LABELS[metric]}, variant − {base} "
+             "(difference of seed means, in points; each arm's seed std in brackets):", ""]
+    for variant in rows:
+        if variant == base:
+            continue
+        parts = []
+        for name, pick in (("eval", lambda v: rows[v][metric]),
+                           ("train", lambda v: _final_train(summary, v, metric))):
+            a, b = pick(variant), pick(base)
+            if a and b and a["mean"] is not None and b["mean"] is not None:
+                spread = "/".join("—" if x["std"] is None else f"{100 * x['std']:.1f}"
+                                  for x in (a, b))
+                parts.append(f"{name} {100 * (a['mean'] - b['mean']):+.1f} ({spread})")
+        lines.append(f"- {variant}: " + "; ".join(parts))
+    return lines
 
 
 def plot_bars(summary: dict, path: str) -> None:
@@ -205,45 +322,87 @@ def plot_bars(summary: dict, path: str) -> None:
 
 
 def _curves(run_dirs: Sequence[str], split: str, metric: str):
-    """Steps and a [seeds, steps] array of `metric` at the steps all runs evaluated."""
-    series = []
-    for run_dir in run_dirs:
-        series.append({r["step"]: r[metric] for r in read_history(run_dir)
-                       if r["split"] == split and r.get(metric) is not None})
-    steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
-    return np.array(steps), np.array([[s[step] for step in steps] for s in series])
+    """Steps, epochs and a [seeds, steps] array of `metric` at the steps all runs evaluated.
 
-
-def plot_class_accuracy(workdir: str, summary: dict, path: str,
-                        metric: str = "mean_class_accuracy") -> None:
-    """Per-class accuracy on train and validation against steps (Luc et al. 2016, Fig. 4).
-
-    The paper's point: the adversarial term narrows the train/validation gap of the baseline.
-    Lines are the mean over seeds, bands ± std; the baseline (lambda_adv = 0) is black.
+    Epochs come from the records (train.py writes them); older records without one give NaN.
     """
-    rows = [row for row in summary["variants"] if row["num_seeds"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for i, row in enumerate(rows):
+    series, epochs = [], {}
+    for run_dir in run_dirs:
+        records = [r for r in read_history(run_dir)
+                   if r["split"] == split and r.get(metric) is not None]
+        series.append({r["step"]: r[metric] for r in records})
+        epochs.update({r["step"]: r.get("epoch", math.nan) for r in records})
+    steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    return (np.array(steps), np.array([epochs[step] for step in steps], float),
+            np.array([[s[step] for step in steps] for s in series]))
+
+
+def curves(workdir: str, rows: Sequence[dict]) -> Dict[str, Dict[str, List[dict]]]:
+    """variant → split ("train" / "eval") → per evaluation: step, epoch, mean/std per metric."""
+    table = {}
+    for row in rows:
+        if not row["num_seeds"]:
+            continue
         run_dirs = [os.path.join(workdir, row["variant"], f"seed_{s}") for s in row["seeds"]]
-        config = load_run(run_dirs[0])["config"]
-        style = dict(color="k" if row.get("lambda_adv") == 0 else f"C{i}", label=row["variant"])
+        eval_split = load_run(run_dirs[0])["config"]["eval_split"]
+        table[row["variant"]] = {}
         # train.py records the train-split evaluation under split "train".
-        for ax, split in zip(axes, ("train", config["eval_split"])):
-            steps, values = _curves(run_dirs, split, metric)
-            if not len(steps):
-                continue
-            mean = 100 * values.mean(axis=0)
-            ax.plot(steps, mean, **style)
-            if len(values) > 1:
-                std = 100 * values.std(axis=0, ddof=1)
-                ax.fill_between(steps, mean - std, mean + std, color=style["color"], alpha=0.15)
-    for ax, title in zip(axes, ("training images (no augmentation)", "validation images")):
+        for name, split in (("train", "train"), ("eval", eval_split)):
+            points = []
+            for metric in METRICS:
+                steps, epochs, values = _curves(run_dirs, split, metric)
+                for i, step in enumerate(steps):
+                    if len(points) <= i:
+                        points.append({"step": int(step), "epoch": None if math.isnan(epochs[i])
+                                       else round(float(epochs[i]), 3)})
+                    points[i][metric] = _stats(values[:, i].tolist())
+            table[row["variant"]][name] = points
+    return table
+
+
+def _paper_key(summary: dict, variant: str) -> tuple:
+    return ((summary.get("dataset") or "").split("/")[0], summary.get("sweep"), variant)
+
+
+def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accuracy") -> None:
+    """Per-class accuracy on training and evaluation images against epochs (Luc et al., Fig. 4).
+
+    The paper's point: the adversarial term fits the training set less and generalises a little
+    better. Lines are the mean over seeds, bands ± std; the baseline (lambda_adv = 0) is black.
+    The paper's own points (full resolution, ~1000 epochs) are drawn as markers on the same
+    symlog epoch axis, so runs of a few tens of epochs and the paper's stay readable together.
+    """
+    rows = [row for row in summary["variants"] if row["variant"] in summary["curves"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    use_epochs = all(point["epoch"] is not None for row in rows
+                     for points in summary["curves"][row["variant"]].values() for point in points)
+    for i, row in enumerate(rows):
+        colour = "k" if row.get("lambda_adv") == 0 else f"C{i}"
+        for ax, split in zip(axes, ("train", "eval")):
+            points = summary["curves"][row["variant"]][split]
+            if points:
+                x = np.array([p["epoch" if use_epochs else "step"] for p in points], float)
+                mean = np.array([100 * p[metric]["mean"] for p in points])
+                ax.plot(x, mean, color=colour, label=f"{row['variant']} (n={row['num_seeds']})")
+                std = [p[metric]["std"] for p in points]
+                if all(v is not None for v in std):
+                    std = 100 * np.array(std)
+                    ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15)
+            paper = PAPER_CURVES.get(_paper_key(summary, row["variant"]), {}).get(split)
+            if paper and use_epochs and metric == "mean_class_accuracy":
+                ax.plot(*zip(*paper), linestyle="none", marker="s" if colour == "k" else "^",
+                        color=colour, markerfacecolor="none",
+                        label=f"paper, {row['variant']} (Fig. 4; full res.)")
+    for ax, title in zip(axes, ("training images (no augmentation)", "evaluation images")):
         ax.set_title(title)
-        ax.set_xlabel("step")
+        ax.set_xlabel("epoch" if use_epochs else "step")
+        if use_epochs:
+            ax.set_xscale("symlog", linthresh=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{_LABELS.get(metric, metric)} (%)")
-    axes[1].legend(fontsize=8)
-    fig.suptitle("Per-class accuracy during training (cf. Luc et al. 2016, Fig. 4)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Per-class accuracy during training: mean ± std over seeds "
+                 "(cf. Luc et al. 2016, Fig. 4)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -252,13 +411,17 @@ def plot_class_accuracy(workdir: str, summary: dict, path: str,
 def write_results(workdir: str) -> dict:
     """Writes results.json, results.md, <sweep>_miou.png and class_accuracy.png into `workdir`."""
     summary = summarize(workdir)
+    verdict_path = os.path.join(workdir, VERDICT)
+    if os.path.exists(verdict_path):
+        with open(verdict_path) as f:
+            summary["verdict"] = f.read()
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(markdown(summary))
     if any(row["num_seeds"] for row in summary["variants"]):
         plot_bars(summary, os.path.join(workdir, f"{summary['sweep'] or 'sweep'}_miou.png"))
-        plot_class_accuracy(workdir, summary, os.path.join(workdir, "class_accuracy.png"))
+        plot_class_accuracy(summary, os.path.join(workdir, "class_accuracy.png"))
     return summary
 
 

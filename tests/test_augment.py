@@ -189,3 +189,32 @@ def test_eval_pad_rejects_an_image_larger_than_eval_size():
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"(?s)eval_size=\(36, 48\).*config.input.eval_size.*30 50"):
         list(ds)
+
+
+def test_rescale_by_half_is_a_2x2_box_average_and_a_nearest_mask():
+    """Reference in numpy: at exactly 1/2, half-pixel bilinear sampling averages 2x2 blocks and
+    nearest sampling takes the block's bottom-right pixel (centre 2i + 1)."""
+    rng = np.random.RandomState(3)
+    image = rng.randint(0, 256, size=(8, 6, 3)).astype(np.uint8)
+    mask = rng.randint(0, 9, size=(8, 6, 1)).astype(np.uint8)
+    mask[0, 0] = VOID
+    small_image, small_mask = (np.asarray(t) for t in augment.rescale(
+        tf.constant(image), tf.constant(mask), 0.5))
+    blocks = image.astype(np.float64).reshape(4, 2, 3, 2, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(small_image, blocks, atol=0.51)  # Rounded to uint8.
+    np.testing.assert_array_equal(small_mask, mask[1::2, 1::2])
+
+
+def test_rescale_matches_the_training_sampling_and_is_the_identity_at_one():
+    image, mask = _scene(64, 96)
+    same = augment.rescale(tf.constant(image), tf.constant(mask), 1.0)
+    np.testing.assert_array_equal(same[0], image)
+    # Training at scale s without crop or flip samples the very same grid as evaluation.
+    small_image, small_mask = (np.asarray(t) for t in augment.rescale(
+        tf.constant(image), tf.constant(mask), 0.5))
+    trained = _augment(image, mask, (0, 1), crop_size=(32, 48), min_scale=0.5, max_scale=0.5,
+                       random_flip=False)
+    np.testing.assert_array_equal(small_image, trained[0])
+    np.testing.assert_array_equal(small_mask, trained[1])
+    with pytest.raises(ValueError, match="image_scale"):
+        augment.rescale(tf.constant(image), tf.constant(mask), 0.0)

@@ -53,3 +53,35 @@ def test_baseline_run_has_no_adversary_in_checkpoint(tiny_config, tmp_path):
     state = checkpointing.restore(checkpoints, steps.create_train_state(
         tiny_config, sharding.make_mesh()))
     assert state.adversary is None and int(state.step) == 2
+
+
+def test_sliced_splits_whole_train_eval_and_epochs(tiny_config, tmp_path):
+    """Tuning protocol: train on train[:40], score on train[40:60], train-eval over all 40."""
+    import tensorflow_datasets as tfds
+
+    from advseg_jax import evaluation
+    from advseg_jax import input_pipeline
+    tiny_config.train_split, tiny_config.eval_split = "train[:40]", "train[40:60]"
+    tiny_config.num_train_eval_examples = -1
+    tiny_config.num_train_steps = 2
+    tiny_config.checkpoint_every_steps = tiny_config.eval_every_steps = 2
+    tiny_config.input.image_scale = 0.5
+    tiny_config.input.crop_size, tiny_config.input.eval_size = (24, 24), (24, 24)
+    workdir = str(tmp_path)
+    train.train_and_evaluate(tiny_config, workdir)
+    records = {r["split"]: r for r in _read_history(workdir)}
+    assert set(records) == {"train", "train[40:60]"}
+    for record in records.values():  # 2 steps of 4 images over 40 training images.
+        assert record["epoch"] == pytest.approx(2 * 4 / 40)
+
+    # The whole sliced split, downscaled, once: every non-void pixel in the confusion matrix.
+    builder = input_pipeline.get_builder(tiny_config)
+    mesh = sharding.make_mesh()
+    segmentor, _ = steps.build_models(tiny_config)
+    state = steps.create_train_state(tiny_config, mesh)
+    scores, _ = evaluation.evaluate(tiny_config, steps.make_eval_step(tiny_config, mesh, segmentor),
+                                    state.segmentor.params, builder, mesh, "train[:40]")
+    masks = [e["segmentation_mask"][1::2, 1::2] for e in
+             tfds.as_numpy(builder.as_dataset(split="train[:40]"))]  # 48 → 24: exact 1/2.
+    assert len(masks) == 40
+    assert np.sum(scores["confusion"]) == sum(int(np.sum(m != 255)) for m in masks)

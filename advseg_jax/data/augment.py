@@ -109,6 +109,25 @@ def train_augment(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, *,
     return both[..., :3], both[..., 3:]
 
 
+def rescale(image: tf.Tensor, mask: tf.Tensor, scale: float) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Whole image (bilinear) and mask (nearest) rescaled by `scale`, sampled as in training.
+
+    For protocols that work on downscaled images (`input.image_scale`): evaluation must see the
+    images at the resolution the model was trained on, through the very same sampling grid.
+    """
+    if scale == 1.0:
+        return image, mask
+    if scale <= 0:
+        raise ValueError(f"input.image_scale must be > 0, got {scale}.")
+    size = tf.shape(image)[:2]
+    scaled = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
+    rows = _axis_grid(0, scaled[0], size[0], scaled[0])
+    cols = _axis_grid(0, scaled[1], size[1], scaled[1])
+    image = _bilinear(image, rows, cols)
+    mask = tf.gather(tf.gather(mask, rows.nearest, axis=0), cols.nearest, axis=1)
+    return image, mask
+
+
 def eval_pad(image: tf.Tensor, mask: tf.Tensor, *, eval_size: Sequence[int],
              ignore_label: int) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Pads image (with 0) and mask (with `ignore_label`) at bottom/right to `eval_size`.
