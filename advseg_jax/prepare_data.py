@@ -9,6 +9,7 @@ TFDS 4.9's own `tfds build` needs apache_beam. `--manual_dir` holds source archi
 hand (each builder's MANUAL_DOWNLOAD_INSTRUCTIONS names them); without it they are downloaded.
 """
 
+import os
 from typing import Optional, Sequence
 
 from absl import app
@@ -24,7 +25,10 @@ from advseg_jax.data import voc2012_segmentation  # noqa: F401
 _DATASET = flags.DEFINE_string(
         "dataset", None, "TFDS name, with config if any: voc2012_segmentation, "
         "stanford_background/fold0 ... fold4, digit_scenes.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory to build into.")
+# The configs' default data_dir, so a prepared dataset is where training looks for it.
+_DATA_DIR = flags.DEFINE_string(
+        "data_dir", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"),
+        "TFDS data directory to build into.")
 _MANUAL_DIR = flags.DEFINE_string(
         "manual_dir", None, "Directory holding manually downloaded source archives; "
         "default <data_dir>/downloads/manual.")
@@ -48,7 +52,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def run() -> None:
-    flags.mark_flags_as_required(["dataset", "data_dir"])
+    flags.mark_flags_as_required(["dataset"])
     app.run(main)
 
 

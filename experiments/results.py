@@ -151,7 +151,8 @@ def summarize(workdir: str) -> dict:
     # The directory's name, not its path: results.json gets copied and committed.
     summary = {"name": os.path.basename(os.path.abspath(workdir)),
                "sweep": (manifest or {}).get("sweep"), "config": (manifest or {}).get("config"),
-               "passthrough": (manifest or {}).get("passthrough", []), "dataset": dataset,
+               "passthrough": [_placeholder(f) for f in (manifest or {}).get("passthrough", [])],
+               "dataset": dataset,
                "std": "sample std over seeds (ddof=1)", "variants": rows,
                "differing_config_keys": differing_keys(configs, swept),
                "curves": curves(workdir, rows)}
@@ -244,8 +245,7 @@ def markdown(summary: dict) -> str:
                   ", ".join(f"`{key}`" for key in summary["differing_config_keys"]) +
                   " (see each run's config.json)."]
     if summary.get("config"):
-        extra = " ".join(f"`{flag}`" for flag in summary["passthrough"]
-                         if "data_dir=" not in flag) or "none"  # Paths: machine-specific.
+        extra = " ".join(f"`{flag}`" for flag in summary["passthrough"]) or "none"
         lines += ["", f"Base config: `{summary['config']}`; overrides for every run: {extra}."]
     if summary.get("recipe"):
         lines += ["", "Re-run (results.json `recipe`; `--variants=V --seeds=1` for one run): "

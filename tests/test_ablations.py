@@ -159,3 +159,24 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
     assert result.stderr.count("finished earlier, skipped") == 2
     assert logs == {v: os.path.getsize(os.path.join(workdir, v, "seed_0", "run.log"))
                     for v in ("baseline", "product")}
+
+
+def test_stanford_tuning_never_sees_the_test_fold(data_dir):
+    """λ is tuned on a held-out fifth of the training split; the test fold is for the final.
+
+    The slices are checked on a real TFDS split (digit_scenes' train): disjoint, and together
+    exactly the split.
+    """
+    import tensorflow_datasets as tfds
+    variants = ablations.get_sweep("stanford_tuning")
+    assert any(o["lambda_adv"] == 0 for o in variants.values())
+    builder = tfds.builder("digit_scenes", data_dir=data_dir)
+    whole = [e["image"].tobytes() for e in tfds.as_numpy(builder.as_dataset(split="train"))]
+    for overrides in variants.values():
+        train_split, eval_split = overrides["train_split"], overrides["eval_split"]
+        assert "test" not in train_split + eval_split
+        parts = [[e["image"].tobytes() for e in tfds.as_numpy(builder.as_dataset(split=s))]
+                 for s in (train_split, eval_split)]
+        assert not set(parts[0]) & set(parts[1])
+        assert sorted(parts[0] + parts[1]) == sorted(whole)
+    assert set(ablations.get_sweep("stanford_fig4")) == {"classical", "adversarial"}

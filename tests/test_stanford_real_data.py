@@ -1,0 +1,64 @@
+"""The real-data path of the Stanford experiment: prepare fold 0 from ../shared/data, train a few
+steps of configs/stanford_cpu.py, evaluate on both splits. Skipped where the data is absent."""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from advseg_jax import prepare_data
+from advseg_jax import train
+from advseg_jax.data import augment
+
+MANUAL_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "stanford_background"
+pytestmark = pytest.mark.skipif(
+    not (MANUAL_DIR / "iccv09Data.tar.gz").exists(),
+    reason=f"real Stanford Background archive not found at {MANUAL_DIR} (../shared/data is "
+           "only beside the repository on the project's own machines)")
+
+
+@pytest.fixture(scope="module")
+def real_data_dir(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tfds_real"))
+    prepare_data.prepare("stanford_background/fold0", data_dir, str(MANUAL_DIR))
+    return data_dir
+
+
+def test_fold0_holds_the_published_dataset(real_data_dir):
+    builder = tfds.builder("stanford_background/fold0", data_dir=real_data_dir)
+    assert builder.info.splits["train"].num_examples == 572
+    assert builder.info.splits["test"].num_examples == 143
+    for example in tfds.as_numpy(builder.as_dataset(split="test")):
+        image, mask = example["image"], example["segmentation_mask"]
+        assert image.shape[:2] == mask.shape[:2] and max(image.shape[:2]) <= 320
+        assert set(np.unique(mask)) <= set(range(8)) | {255}
+
+
+def test_cpu_protocol_trains_and_scores_both_splits(real_data_dir, tmp_path):
+    from configs import stanford_cpu
+    config = stanford_cpu.get_config()
+    config.data_dir = real_data_dir
+    config.batch_size, config.eval_batch_size = 2, 16
+    config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+    config.num_train_eval_examples = 16  # The protocol scores all 572; 16 keeps the test short.
+    workdir = str(tmp_path)
+    record = train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "eval_history.jsonl")) as f:
+        history = {r["split"]: r for r in map(json.loads, f)}
+    assert set(history) == {"test", "train"}
+    assert history["test"]["epoch"] == pytest.approx(2 * 2 / 572)
+    assert all(0 <= history[s]["mean_class_accuracy"] <= 1 for s in history)
+
+    # Every non-void pixel of the 143 downscaled test images is scored exactly once.
+    builder = tfds.builder(config.dataset, data_dir=real_data_dir)
+    expected = 0
+    for example in tfds.as_numpy(builder.as_dataset(split="test")):
+        _, mask = augment.rescale(tf.constant(example["image"]),
+                                  tf.constant(example["segmentation_mask"]),
+                                  config.input.image_scale)
+        expected += int(np.sum(np.asarray(mask) != 255))
+    assert np.sum(record["confusion"]) == expected
