@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -398,6 +399,9 @@ def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accu
         ax.set_xlabel("epoch" if use_epochs else "step")
         if use_epochs:
             ax.set_xscale("symlog", linthresh=10)
+            right = ax.get_xlim()[1]
+            ticks = [t for t in (0, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= right]
+            ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{_LABELS.get(metric, metric)} (%)")
     axes[1].legend(fontsize=7)
@@ -425,12 +429,29 @@ def write_results(workdir: str) -> dict:
     return summary
 
 
+# What a committed sweep keeps of each run: enough to re-aggregate and to check a re-run.
+RUN_FILES = ("config.json", "eval_history.jsonl", "eval_results.json")
+
+
+def export(workdir: str, destination: str) -> None:
+    """Copies the sweep's manifest and each run's RUN_FILES (no checkpoints, events or logs)."""
+    for path in [os.path.join(workdir, MANIFEST), os.path.join(workdir, VERDICT)] + [
+            p for name in RUN_FILES for p in glob.glob(os.path.join(workdir, "*", "seed_*", name))]:
+        if os.path.exists(path):
+            target = os.path.join(destination, os.path.relpath(path, workdir))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(path, target)
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     workdir = flags.FLAGS.workdir
     if not os.path.isdir(workdir):
         raise app.UsageError(f"--workdir={workdir} is not a directory.")
+    if flags.FLAGS.export_dir:
+        export(workdir, flags.FLAGS.export_dir)
+        workdir = flags.FLAGS.export_dir
     summary = write_results(workdir)
     sys.stdout.write(markdown(summary))
 
@@ -438,6 +459,8 @@ def main(argv: Sequence[str]) -> None:
 def run() -> None:
     """Flags are defined here, not on import: `ablations.py` imports this module."""
     flags.DEFINE_string("workdir", None, "Sweep directory holding <variant>/seed_<k> runs.")
+    flags.DEFINE_string("export_dir", None, "If set, copy the sweep there without checkpoints, "
+                        "events or logs (e.g. experiments/results/NAME) and write results there.")
     flags.mark_flags_as_required(["workdir"])
     app.run(main)
 

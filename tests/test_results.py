@@ -196,3 +196,16 @@ def test_fig4_markdown_has_paper_effects_recipe_and_verdict(fig4_dir):
     assert "/home/me" not in json.dumps(summary)
     with open(os.path.join(fig4_dir, "class_accuracy.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_keeps_only_what_a_committed_sweep_needs(fig4_dir, tmp_path):
+    run_dir = os.path.join(fig4_dir, "classical", "seed_0")
+    os.makedirs(os.path.join(run_dir, "checkpoints", "20"))
+    open(os.path.join(run_dir, "events.out.tfevents.1"), "w").close()
+    destination = str(tmp_path / "exported")
+    results.export(fig4_dir, destination)
+    kept = sorted(os.path.relpath(os.path.join(d, f), destination)
+                  for d, _, files in os.walk(destination) for f in files)
+    runs = [f"{v}/seed_{k}/{name}" for v in FIG4 for k in range(2) for name in results.RUN_FILES]
+    assert kept == sorted(runs + ["sweep.json", "verdict.md"])
+    assert results.summarize(destination)["curves"] == results.summarize(fig4_dir)["curves"]
