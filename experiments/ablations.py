@@ -231,6 +231,14 @@ def _subprocess_env() -> dict:
     return env
 
 
+def _final_step(run: Run, num_train_steps: Optional[int]) -> Optional[int]:
+    """The step `run` must reach: its own `num_train_steps` override (a sweep's variant or
+    --steps, the last on its command line) wins over the config's."""
+    prefix = f"{_CONFIG_PREFIX}num_train_steps="
+    own = [int(arg[len(prefix):]) for arg in run.argv if arg.startswith(prefix)]
+    return own[-1] if own else num_train_steps
+
+
 def execute(runs: Sequence[Run], num_train_steps: Optional[int] = None) -> List[Run]:
     """Runs each unfinished run in turn (logs in <run>/run.log); returns the failed ones.
 
@@ -240,7 +248,7 @@ def execute(runs: Sequence[Run], num_train_steps: Optional[int] = None) -> List[
     failed = []
     for i, run in enumerate(runs, 1):
         name = f"[{i}/{len(runs)}] {run.variant} seed {run.seed}"
-        if is_finished(run.workdir, num_train_steps):
+        if is_finished(run.workdir, _final_step(run, num_train_steps)):
             logging.info("%s: finished earlier, skipped.", name)
             continue
         os.makedirs(run.workdir, exist_ok=True)
@@ -249,7 +257,7 @@ def execute(runs: Sequence[Run], num_train_steps: Optional[int] = None) -> List[
         with open(log_path, "a") as log:
             code = subprocess.call([sys.executable, *run.argv], stdout=log,
                                    stderr=subprocess.STDOUT, env=_subprocess_env())
-        if code == 0 and not is_finished(run.workdir, num_train_steps):
+        if code == 0 and not is_finished(run.workdir, _final_step(run, num_train_steps)):
             # main exits 0 after checkpointing on SIGTERM (preemption): resumable, not done.
             logging.error("%s stopped before its final step; re-run the sweep to resume it.",
                           name)
@@ -275,7 +283,8 @@ def run_sweep(config_path: str, sweep: str, workdir: str, seeds: int = 1,
     runs = build_runs(config_path, sweep, workdir, seeds, steps, passthrough, variants)
     expected = steps if steps is not None else num_train_steps
     if dry_run:
-        pending = [run for run in runs if not is_finished(run.workdir, expected)]
+        pending = [run for run in runs
+                   if not is_finished(run.workdir, _final_step(run, expected))]
         for run in pending:
             print(command_line(run))
         if len(pending) < len(runs):

@@ -180,3 +180,15 @@ def test_stanford_tuning_never_sees_the_test_fold(data_dir):
         assert not set(parts[0]) & set(parts[1])
         assert sorted(parts[0] + parts[1]) == sorted(whole)
     assert set(ablations.get_sweep("stanford_fig4")) == {"classical", "adversarial"}
+
+
+def test_a_variant_that_sets_its_own_length_counts_as_finished(tmp_path, monkeypatch):
+    """stanford_tuning's variants run 1,718 steps while the config says 5,720: a finished
+    tuning run must be skipped (and not reported as failed) by the config's count."""
+    workdir = str(tmp_path)
+    runs = ablations.build_runs("configs/stanford_cpu.py", "stanford_tuning", workdir,
+                                variants=["lambda_0"])
+    fake_run(runs[0].workdir, final_step=1718, eval_step=1718)
+    calls = []
+    monkeypatch.setattr(ablations.subprocess, "call", lambda argv, **_: calls.append(argv) or 0)
+    assert ablations.execute(runs, num_train_steps=5720) == [] and calls == []
