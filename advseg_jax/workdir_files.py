@@ -22,6 +22,9 @@ from advseg_jax import dicts
 LOCK_FILE = "lock"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "eval_history.jsonl"
+# Locks this process holds: its own pid in a lock file is stale (a restarted container reuses
+# pids) unless it is one of these.
+_HELD = set()
 
 
 class WorkdirInUseError(RuntimeError):
@@ -71,9 +74,9 @@ def _try_lock(path: str) -> Optional[str]:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _read_lock(path)
-            stale = holder is not None and holder.get("host") == me["host"] and (
-                holder["pid"] == me["pid"]  # A restarted container reuses its pid.
-                or not _process_alive(int(holder["pid"])))
+            stale = (holder is not None and holder.get("host") == me["host"]
+                     and os.path.abspath(path) not in _HELD
+                     and (holder["pid"] == me["pid"] or not _process_alive(int(holder["pid"]))))
             if not stale:
                 return _in_use_message(path, holder)
             logging.warning("Taking over workdir lock %s left by process %s on %s (started %s), "
@@ -84,11 +87,13 @@ def _try_lock(path: str) -> Optional[str]:
             continue
         with os.fdopen(descriptor, "w") as f:
             json.dump(me, f)
+        _HELD.add(os.path.abspath(path))
         return None
     return _in_use_message(path, _read_lock(path))
 
 
 def _release(path: str) -> None:
+    _HELD.discard(os.path.abspath(path))
     holder = _read_lock(path)
     if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
         os.remove(path)
