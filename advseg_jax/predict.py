@@ -134,8 +134,8 @@ def check_images(files: Sequence[str], max_pixels: int) -> Dict[str, str]:
             continue
         if width * height > max_pixels:
             problems[file] = (
-                f"Image {file!r} is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
-                f"more than --max_pixels={max_pixels}: segmenting it would need memory in "
+                f"Image {file!r} is {width}x{height} = {width * height:,} pixels, more than "
+                f"--max_pixels={max_pixels:,}: segmenting it would need memory in "
                 "proportion. Downscale it, or raise --max_pixels if the device has the memory.")
     return problems
 
