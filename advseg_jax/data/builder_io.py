@@ -101,10 +101,20 @@ def check_archive(path: epath.Path) -> None:
                 if bad:
                     raise ValueError(f"member {bad} is corrupt")
         else:
-            with tarfile.open(name) as archive:  # Compressed or not; gzip checks its CRC.
+            with tarfile.open(name) as archive:  # Compressed or not.
                 for member in archive:
                     if member.isfile():
                         archive.extractfile(member).read()
+                # tarfile takes a cut at a member boundary for the end of the archive: check
+                # for the two zero blocks that end a tar, then read on to the end of the
+                # (decompressed) stream, where gzip checks its length and CRC.
+                stream = archive.fileobj
+                stream.seek(archive.offset)
+                marker = stream.read(2 * tarfile.BLOCKSIZE)
+                if len(marker) < 2 * tarfile.BLOCKSIZE or marker.strip(b"\0"):
+                    raise ValueError("it ends without the end-of-archive marker")
+                while stream.read(1 << 20):
+                    pass
     except Exception as error:  # tarfile/zlib/EOF errors: all mean a damaged file.
         raise ValueError(
             f"Archive {name} ({os.path.getsize(name)} bytes) is truncated or corrupt ({error}). "
