@@ -24,7 +24,7 @@ _MAX_REASON_CHARS = 300
 
 
 class RestoreError(ValueError):
-    """A checkpoint that this config cannot resume (the message says what differs and what to do)."""
+    """A checkpoint this config cannot resume (the message says what differs, what to do)."""
 
 
 def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -67,9 +67,11 @@ def shape_mismatch(expected: Dict[str, tuple], saved: Dict[str, tuple]) -> Optio
 
     for path in sorted(set(expected) | set(saved), key=order):
         if path not in saved:
-            return f"{path} (shape {expected[path]}) is in this config's model but not in the checkpoint"
+            return (f"{path} (shape {expected[path]}) is in this config's model but not in "
+                    "the checkpoint")
         if path not in expected:
-            return f"{path} (shape {saved[path]}) is in the checkpoint but not in this config's model"
+            return (f"{path} (shape {saved[path]}) is in the checkpoint but not in this "
+                    "config's model")
         if expected[path] != saved[path]:
             return (f"{path} has shape {saved[path]} in the checkpoint but {expected[path]} "
                     "with this config")
@@ -119,7 +121,7 @@ def _all_processes(ok: bool) -> bool:
 
 
 def _set_aside(checkpoints: ocp.CheckpointManager, step: int, workdir: str) -> str:
-    """Moves step's directory to workdir/checkpoints_damaged/<step>[.k] (process 0); its new path."""
+    """Moves step's directory to workdir/checkpoints_damaged/<step>[.k]; returns the new path."""
     target = os.path.join(workdir, DAMAGED_DIR, str(step))
     suffix = 1
     while os.path.exists(target):

@@ -57,7 +57,8 @@ def config_from_flag(flag_values, name: str = "config") -> ml_collections.Config
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the key, its value and what to use instead."""
     if config.lambda_adv < 0:
-        raise ConfigError(f"lambda_adv={config.lambda_adv} must be >= 0 (0 = baseline, no adversary).")
+        raise ConfigError(f"lambda_adv={config.lambda_adv} must be >= 0 "
+                          "(0 = baseline, no adversary).")
     if config.lambda_adv_warmup_steps < 0:
         raise ConfigError(f"lambda_adv_warmup_steps={config.lambda_adv_warmup_steps} must be >= 0.")
     if config.segmentor.name not in models.segmentor_names():
@@ -85,12 +86,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"Unknown {part}.schedule={sub.schedule!r}; valid options: "
                               f"{list(optim.SCHEDULES)}.")
     if config.dtype not in ("float32", "bfloat16", "float16"):
-        raise ConfigError(f"dtype={config.dtype!r}; valid options: ['float32', 'bfloat16', 'float16'].")
+        raise ConfigError(f"dtype={config.dtype!r}; valid options: "
+                          "['float32', 'bfloat16', 'float16'].")
     devices = jax.device_count()
     for key in ("batch_size", "eval_batch_size"):
         if config[key] <= 0 or config[key] % devices:
-            raise ConfigError(f"{key}={config[key]} must be a positive multiple of the device count "
-                              f"({devices}); e.g. {key}={max(devices, config[key] // devices * devices)}.")
+            suggestion = max(devices, config[key] // devices * devices)
+            raise ConfigError(f"{key}={config[key]} must be a positive multiple of the device "
+                              f"count ({devices}); e.g. {key}={suggestion}.")
     for key in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if config[key] <= 0:
             raise ConfigError(f"{key}={config[key]} must be > 0.")
@@ -181,7 +184,8 @@ def largest_image(builder: tfds.core.DatasetBuilder, split: str,
         return int(shape[0]), int(shape[1])
     feature = builder.info.features["image"]
     ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={"image": tfds.decode.SkipDecoding()})
+                            decoders={"image": tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(try_autocache=False))
     if num_examples:
         ds = ds.take(num_examples)
 

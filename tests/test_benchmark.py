@@ -64,14 +64,10 @@ def test_flops_are_global_not_per_device(results):
     assert 4 * 1e7 < baseline["flops_per_step"] < 4 * 1e9
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--steps=0", "--steps=0 must be >= 1"),
-    ("--config.input.crop_size=(10,10)", "input.crop_size=(10, 10): segmentor 'digit_net'"),
-])
-def test_bad_flags_fail_at_start(flag, message):
+def test_bad_flags_fail_at_start():
     result = subprocess.run(
-        [sys.executable, "-m", "advseg_jax.benchmark", "--config=configs/default.py", flag],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "advseg_jax.benchmark", "--config=configs/default.py",
+         "--steps=0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert message in result.stderr
+    assert "--steps=0 must be >= 1" in result.stderr
     assert "baseline" not in result.stdout  # Nothing was timed.

@@ -99,6 +99,7 @@ def test_largest_image_scans_headers_when_sizes_vary(tmp_path):
     shapes = [ex["image"].shape for ex in tfds.as_numpy(builder.as_dataset(split="train"))]
     expected = (max(s[0] for s in shapes), max(s[1] for s in shapes))
     assert largest_image(builder, "train") == expected
-    first_two = [ex["image"].shape for ex in tfds.as_numpy(builder.as_dataset(split="train").take(2))]
+    first_two = [ex["image"].shape
+                 for ex in tfds.as_numpy(builder.as_dataset(split="train").take(2))]
     assert largest_image(builder, "train", 2) == (max(s[0] for s in first_two),
                                                   max(s[1] for s in first_two))

@@ -1,14 +1,18 @@
-"""`python -m advseg_jax.main` refuses a busy workdir or another model's checkpoint in a few
-lines, without a traceback, and without touching the workdir's files."""
+"""A busy workdir or another model's checkpoint is refused in a few lines (through
+`python -m advseg_jax.main`: without a traceback), without touching the workdir's files."""
 
 import json
 import os
 import socket
 
+import pytest
+
 import main_runs
 from advseg_jax import checkpointing
 from advseg_jax import sharding
+from advseg_jax import train
 from advseg_jax import train_step as steps
+from advseg_jax import workdir_files
 
 
 def _error_lines(log: str, name: str) -> list:
@@ -17,17 +21,14 @@ def _error_lines(log: str, name: str) -> list:
     return lines[start:]
 
 
-def test_a_workdir_in_use_is_refused_naming_the_process(tmp_path, data_dir):
-    workdir = tmp_path / "busy"
-    workdir.mkdir()
+def test_a_workdir_in_use_is_refused_naming_the_process(tiny_config, tmp_path):
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": "earlier"}
-    (workdir / "lock").write_text(json.dumps(holder))  # This test's process: alive.
-    log = main_runs.run(workdir, data_dir, expect_rc=1)
-    error = _error_lines(log, "WorkdirInUseError")
-    assert f"in use by process {os.getpid()} on host {socket.gethostname()}" in error[0]
-    assert "Traceback" not in log
-    assert sorted(os.listdir(workdir)) == ["lock"]
-    assert json.loads((workdir / "lock").read_text()) == holder
+    (tmp_path / "lock").write_text(json.dumps(holder))  # A live process: this test's.
+    with pytest.raises(workdir_files.WorkdirInUseError,
+                       match=f"in use by process {os.getpid()} on host {socket.gethostname()}"):
+        train.train_and_evaluate(tiny_config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["lock"]
+    assert json.loads((tmp_path / "lock").read_text()) == holder
 
 
 def test_another_model_s_checkpoint_is_refused_in_at_most_20_lines(tmp_path, data_dir):
