@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
 import advseg_jax.data  # noqa: F401  (registers our TFDS builders)
+from advseg_jax import config_checks
 from advseg_jax import distributed
 from advseg_jax import input_pipeline
 from advseg_jax import sharding
@@ -245,10 +246,23 @@ def _as_text(results: dict) -> str:
 def main(argv: List[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    tf.config.set_visible_devices([], "GPU")
-    distributed.initialize(None, None, None)
+    # Checked before anything slow: a bad flag must not cost minutes of compilation.
+    for flag, value, minimum in ((_STEPS, _STEPS.value, 1), (_WARMUP, _WARMUP.value, 0),
+                                 (_INPUT_BATCHES, _INPUT_BATCHES.value, 1)):
+        if value < minimum:
+            raise app.UsageError(f"--{flag.name}={value} must be >= {minimum}.")
+    if _PEAK_FLOPS.value is not None and _PEAK_FLOPS.value <= 0:
+        raise app.UsageError(f"--peak_flops={_PEAK_FLOPS.value} must be > 0.")
+    try:
+        config = config_checks.config_from_flag(flags.FLAGS)
+        tf.config.set_visible_devices([], "GPU")
+        distributed.initialize(None, None, None)
+        config_checks.validate_config(config)
+        config_checks.check_input_sizes(config)
+    except config_checks.ConfigError as error:
+        sys.exit(f"Error: {error}")
     with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress: keep stdout JSON.
-        results = run_benchmark(flags.FLAGS.config, _STEPS.value, _WARMUP.value,
+        results = run_benchmark(config, _STEPS.value, _WARMUP.value,
                                 _PEAK_FLOPS.value, _INPUT_BATCHES.value, _PROFILE_DIR.value)
     if jax.process_index() == 0:
         print(json.dumps(results, indent=1) if _FORMAT.value == "json" else _as_text(results))

@@ -1,15 +1,30 @@
 """Orbax checkpoints of the full `AdvSegState` in `workdir/checkpoints/<step>`.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a run
-killed mid-save leaves no half-written step that `latest_step()` could pick up.
+killed mid-save leaves no half-written step that `latest_step()` could pick up. What orbax
+cannot tell apart is a checkpoint made for another model (a config mistake: refuse, keep the
+checkpoint) from one whose files were damaged later (a disk or copy fault: set it aside and
+resume from the one before), and its errors for both are hundreds of lines long. So the saved
+shapes are compared with the template's before anything is restored.
 """
 
 import os
-from typing import Optional
+import shutil
+from typing import Dict, Optional, Tuple
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+DAMAGED_DIR = "checkpoints_damaged"  # Under the workdir: outside orbax's view, nothing deleted.
+_MAX_REASON_CHARS = 300
+
+
+class RestoreError(ValueError):
+    """A checkpoint this config cannot resume (the message says what differs, what to do)."""
 
 
 def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -22,11 +37,68 @@ def save(checkpoints: ocp.CheckpointManager, step: int, state) -> None:
     checkpoints.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
-def restore(checkpoints: ocp.CheckpointManager, state, step: Optional[int] = None):
+def _key_name(key) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def leaf_shapes(tree) -> Dict[str, Tuple[int, ...]]:
+    """{"segmentor/params/stem/kernel": shape, ...}: one spelling for states and orbax metadata."""
+    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def saved_shapes(checkpoints: ocp.CheckpointManager, step: int) -> Dict[str, Tuple[int, ...]]:
+    """Leaf shapes recorded in checkpoint `step` without reading its arrays; {} if unreadable."""
+    path = os.path.join(str(checkpoints.directory), str(step), "default")
+    try:
+        tree = ocp.StandardCheckpointer().metadata(path).item_metadata
+        return leaf_shapes(tree) if tree is not None else {}
+    except Exception:  # A damaged checkpoint's metadata fails in many ways; all mean "damaged".
+        return {}
+
+
+def shape_mismatch(expected: Dict[str, tuple], saved: Dict[str, tuple]) -> Optional[str]:
+    """The first difference between two `leaf_shapes` (parameters first), or None."""
+    def order(path):
+        return ("/params/" not in path, path)
+
+    for path in sorted(set(expected) | set(saved), key=order):
+        if path not in saved:
+            return (f"{path} (shape {expected[path]}) is in this config's model but not in "
+                    "the checkpoint")
+        if path not in expected:
+            return (f"{path} (shape {saved[path]}) is in the checkpoint but not in this "
+                    "config's model")
+        if expected[path] != saved[path]:
+            return (f"{path} has shape {saved[path]} in the checkpoint but {expected[path]} "
+                    "with this config")
+    return None
+
+
+def _mismatch_error(checkpoints, step: int, mismatch: str, hint: str) -> RestoreError:
+    return RestoreError(
+        f"Cannot resume from checkpoint step {step} in {checkpoints.directory}: this config "
+        f"builds a different model.\n  First difference: {mismatch}.\n"
+        + (f"{hint}\n" if hint else "") +
+        "  Either run with the config the checkpoint was trained with (the workdir's "
+        "config.json and the same --config.KEY=VALUE overrides), or start a new run in a new "
+        "--workdir.")
+
+
+def _abstract(state):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+
+def restore(checkpoints: ocp.CheckpointManager, state, step: Optional[int] = None,
+            hint: str = ""):
     """`state` with values from checkpoint `step` (default: latest); `state` if there is none.
 
     `state` supplies the structure, shapes and shardings, so the restored arrays land where a
     fresh state would (replicated over the current mesh, whatever the saving run's topology).
+    A checkpoint of another model raises `RestoreError` naming the first differing leaf.
     """
     step = checkpoints.latest_step() if step is None else step
     if step is None:
@@ -34,5 +106,73 @@ def restore(checkpoints: ocp.CheckpointManager, state, step: Optional[int] = Non
     if step not in checkpoints.all_steps():
         raise ValueError(f"No checkpoint for step {step} in {checkpoints.directory}; "
                          f"available steps: {sorted(checkpoints.all_steps())}.")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    return checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
+    saved = saved_shapes(checkpoints, step)
+    mismatch = shape_mismatch(leaf_shapes(state), saved) if saved else None
+    if mismatch:
+        raise _mismatch_error(checkpoints, step, mismatch, hint)
+    return checkpoints.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
+
+
+def _all_processes(ok: bool) -> bool:
+    """True only if `ok` on every process, so all of them fall back to the same step."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(multihost_utils.process_allgather(np.array(ok)).all())
+
+
+def _set_aside(checkpoints: ocp.CheckpointManager, step: int, workdir: str) -> str:
+    """Moves step's directory to workdir/checkpoints_damaged/<step>[.k]; returns the new path."""
+    target = os.path.join(workdir, DAMAGED_DIR, str(step))
+    suffix = 1
+    while os.path.exists(target):
+        target = os.path.join(workdir, DAMAGED_DIR, f"{step}.{suffix}")
+        suffix += 1
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(os.path.join(str(checkpoints.directory), str(step)), target)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"advseg_jax checkpoint {step} set aside")
+    checkpoints.reload()
+    return target
+
+
+def restore_or_fall_back(checkpoints: ocp.CheckpointManager, state, workdir: str,
+                         hint: str = ""):
+    """Like `restore` of the latest step, but a damaged checkpoint is set aside, not fatal.
+
+    Damaged (unreadable metadata or arrays) checkpoints are moved, newest first, to
+    `workdir/checkpoints_damaged/` with a warning, until one restores. A checkpoint of another
+    model is not damage: it raises `RestoreError` and nothing is moved. If every checkpoint
+    was damaged, raises `RestoreError` after setting them all aside (a rerun starts afresh).
+    """
+    set_aside = []
+    expected = leaf_shapes(state)
+    for step in sorted(checkpoints.all_steps(), reverse=True):
+        saved = saved_shapes(checkpoints, step)
+        mismatch = shape_mismatch(expected, saved) if saved else None
+        if mismatch:  # Same config and files on every process: all raise alike.
+            raise _mismatch_error(checkpoints, step, mismatch, hint)
+        reason = "its metadata cannot be read"
+        if saved:
+            try:
+                restored = checkpoints.restore(step, args=ocp.args.StandardRestore(
+                    _abstract(state)))
+                reason = None
+            except Exception as error:  # Orbax/TensorStore raise assorted types for bad files.
+                reason = str(error).strip().splitlines()[0][:_MAX_REASON_CHARS]
+        if _all_processes(reason is None):
+            if set_aside:
+                logging.warning("Resuming from checkpoint step %d; the damaged checkpoint(s) "
+                                "are kept in %s.", step, os.path.join(workdir, DAMAGED_DIR))
+            return restored
+        target = _set_aside(checkpoints, step, workdir)
+        set_aside.append(step)
+        logging.warning("Checkpoint step %d is damaged (%s): moved it to %s and trying the "
+                        "previous checkpoint.", step, reason or "damaged on another process",
+                        target)
+    if set_aside:
+        raise RestoreError(
+            f"No checkpoint in {checkpoints.directory} restores: steps {set_aside} are damaged "
+            f"and were moved to {os.path.join(workdir, DAMAGED_DIR)}. Rerun to start this "
+            "run from step 0, or copy an intact checkpoint back into checkpoints/.")
+    return state

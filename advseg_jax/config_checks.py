@@ -1,51 +1,252 @@
-"""Fail at start, with the offending key and the valid options, not deep inside a jitted step."""
+"""Fail at start, with the offending key and the valid options, not deep inside a jitted step.
+
+A mistake found after training has begun costs the steps since the last checkpoint (an eval
+size too small for the data fails at the first evaluation), and one that surfaces as a NaN
+(labels beyond `num_classes`, a crop the networks shrink to nothing) sends users after the
+learning rate. So sizes are checked against the networks (by tracing them abstractly, which
+costs no compute) and against the dataset before the first step.
+"""
+
+import functools
+import math
+import os
+from typing import Dict, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from advseg_jax import encodings
 from advseg_jax import losses
 from advseg_jax import models
 from advseg_jax import optim
+from advseg_jax.data import class_info
+
+_REFERENCE_SIZE = 1024  # A power of two: every network's downsampling divides it.
+
+
+class ConfigError(ValueError):
+    """A config (or config file) that cannot work; the message names the key, value and fix."""
+
+
+def config_from_flag(flag_values, name: str = "config") -> ml_collections.ConfigDict:
+    """The config of a `DEFINE_config_file` flag, or ConfigError naming the file and the problem.
+
+    ml_collections defers a load failure to the first attribute access and then names the
+    file "config_config"; this names the path the user typed instead.
+    """
+    value = flag_values[name].value
+    if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+        return value
+    path = flag_values[name].config_filename
+    file = path.split(":", 1)[0]
+    if not os.path.isfile(file):
+        raise ConfigError(f"--{name}={path}: config file {file!r} not found (working directory "
+                          f"{os.getcwd()}). Pass a path such as --{name}=configs/default.py.")
+    try:
+        value.seed  # Re-raises the deferred load error.
+        reason = f"it did not return a ConfigDict but {type(value).__name__}"
+    except Exception as error:  # Whatever the config file raised (syntax, import, ...).
+        reason = str(error).replace(f"{name}_config", repr(file))
+    raise ConfigError(f"--{name}={path}: cannot load config file {file!r}: {reason}")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the key, its value and what to use instead."""
+    """Raises ConfigError naming the key, its value and what to use instead."""
     if config.lambda_adv < 0:
-        raise ValueError(f"lambda_adv={config.lambda_adv} must be >= 0 (0 = baseline, no adversary).")
+        raise ConfigError(f"lambda_adv={config.lambda_adv} must be >= 0 "
+                          "(0 = baseline, no adversary).")
     if config.lambda_adv_warmup_steps < 0:
-        raise ValueError(f"lambda_adv_warmup_steps={config.lambda_adv_warmup_steps} must be >= 0.")
+        raise ConfigError(f"lambda_adv_warmup_steps={config.lambda_adv_warmup_steps} must be >= 0.")
     if config.segmentor.name not in models.segmentor_names():
-        raise ValueError(f"Unknown segmentor.name={config.segmentor.name!r}; valid options: "
-                         f"{models.segmentor_names()}.")
+        raise ConfigError(f"Unknown segmentor.name={config.segmentor.name!r}; valid options: "
+                          f"{models.segmentor_names()}.")
     if config.lambda_adv > 0:
         if config.adversary.name not in models.adversary_names():
-            raise ValueError(f"Unknown adversary.name={config.adversary.name!r}; valid options: "
-                             f"{models.adversary_names()}.")
+            raise ConfigError(f"Unknown adversary.name={config.adversary.name!r}; valid options: "
+                              f"{models.adversary_names()}.")
         encodings.check_encoding(config.adversary.encoding)
         if not 0.0 < config.adversary.tau < 1.0:
-            raise ValueError(f"adversary.tau={config.adversary.tau} must lie in (0, 1).")
+            raise ConfigError(f"adversary.tau={config.adversary.tau} must lie in (0, 1).")
         if config.adversary.steps_per_segmentor_step < 1:
-            raise ValueError(f"adversary.steps_per_segmentor_step="
-                             f"{config.adversary.steps_per_segmentor_step} must be >= 1.")
+            raise ConfigError(f"adversary.steps_per_segmentor_step="
+                              f"{config.adversary.steps_per_segmentor_step} must be >= 1.")
     if config.adversarial_loss not in losses.ADVERSARIAL_FORMS:
-        raise ValueError(f"Unknown adversarial_loss={config.adversarial_loss!r}; valid options: "
-                         f"{list(losses.ADVERSARIAL_FORMS)}.")
+        raise ConfigError(f"Unknown adversarial_loss={config.adversarial_loss!r}; valid options: "
+                          f"{list(losses.ADVERSARIAL_FORMS)}.")
     for part in ("segmentor", "adversary"):
         sub = config[part]
         if sub.optimizer not in optim.OPTIMIZERS:
-            raise ValueError(f"Unknown {part}.optimizer={sub.optimizer!r}; valid options: "
-                             f"{list(optim.OPTIMIZERS)}.")
+            raise ConfigError(f"Unknown {part}.optimizer={sub.optimizer!r}; valid options: "
+                              f"{list(optim.OPTIMIZERS)}.")
         if sub.schedule not in optim.SCHEDULES:
-            raise ValueError(f"Unknown {part}.schedule={sub.schedule!r}; valid options: "
-                             f"{list(optim.SCHEDULES)}.")
+            raise ConfigError(f"Unknown {part}.schedule={sub.schedule!r}; valid options: "
+                              f"{list(optim.SCHEDULES)}.")
     if config.dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"dtype={config.dtype!r}; valid options: ['float32', 'bfloat16', 'float16'].")
+        raise ConfigError(f"dtype={config.dtype!r}; valid options: "
+                          "['float32', 'bfloat16', 'float16'].")
     devices = jax.device_count()
     for key in ("batch_size", "eval_batch_size"):
         if config[key] <= 0 or config[key] % devices:
-            raise ValueError(f"{key}={config[key]} must be a positive multiple of the device count "
-                             f"({devices}); e.g. {key}={max(devices, config[key] // devices * devices)}.")
+            suggestion = max(devices, config[key] // devices * devices)
+            raise ConfigError(f"{key}={config[key]} must be a positive multiple of the device "
+                              f"count ({devices}); e.g. {key}={suggestion}.")
     for key in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if config[key] <= 0:
-            raise ValueError(f"{key}={config[key]} must be > 0.")
+            raise ConfigError(f"{key}={config[key]} must be > 0.")
+
+
+def _spatial_shapes(module, *inputs) -> Dict[str, Tuple[int, int]]:
+    """(H, W) of every 4-D intermediate output of `module` on `inputs`, traced without compute."""
+    init = functools.partial(module.init, train=False, capture_intermediates=True)
+    variables = jax.eval_shape(init, jax.random.key(0), *inputs)
+    return {"/".join(str(k.key) for k in path
+                     if isinstance(k, jax.tree_util.DictKey) and k.key != "__call__"):
+            tuple(leaf.shape[1:3])
+            for path, leaf in jax.tree_util.tree_leaves_with_path(variables["intermediates"])
+            if len(leaf.shape) == 4}
+
+
+def _images(size: Tuple[int, int]) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((1, *size, 3), jnp.float32)
+
+
+def size_multiple(config: ml_collections.ConfigDict) -> int:
+    """The segmentor's largest downsampling factor: input sides must be multiples of it.
+
+    Found from the network itself (at a large power-of-two size), not from a table that each
+    new model would have to keep in step.
+    """
+    shapes = _spatial_shapes(models.build_segmentor(config),
+                             _images((_REFERENCE_SIZE, _REFERENCE_SIZE)))
+    return max(_REFERENCE_SIZE // min(shape) for shape in shapes.values() if min(shape) > 0)
+
+
+def _too_small(config: ml_collections.ConfigDict, size: Tuple[int, int],
+               with_adversary: bool) -> Optional[str]:
+    """Why `size` is too small for the networks (an intermediate map of size 0), or None."""
+    segmentor = models.build_segmentor(config)
+    try:
+        shapes = _spatial_shapes(segmentor, _images(size))
+        if with_adversary:
+            out = jax.eval_shape(functools.partial(segmentor.apply, train=False),
+                                 jax.eval_shape(segmentor.init, jax.random.key(0),
+                                                _images(size)), _images(size))
+            h, w = out.shape[1:3]
+            channels = encodings.encoded_channels(config.adversary.encoding, config.num_classes)
+            adversary_shapes = _spatial_shapes(
+                models.build_adversary(config), jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32),
+                jax.ShapeDtypeStruct((1, h, w, channels), jnp.float32))
+            shapes.update({f"adversary/{k}": v for k, v in adversary_shapes.items()})
+    except Exception as error:  # Shapes of 0 fail inside resizes and pools in various ways.
+        return f"tracing the networks fails ({type(error).__name__}: {str(error)[:200]})"
+    empty = [name for name, shape in shapes.items() if min(shape) == 0]
+    return f"the output of layer {empty[0]} would be empty" if empty else None
+
+
+def check_input_sizes(config: ml_collections.ConfigDict) -> None:
+    """`input.crop_size` and `input.eval_size` against the networks' downsampling.
+
+    A side that is no multiple of the segmentor's downsampling misaligns its output grid with
+    the labels (or fails in a resize); one that leaves an empty map makes every loss NaN.
+    """
+    multiple = size_multiple(config)
+    for key in ("crop_size", "eval_size"):
+        size = tuple(config.input[key])
+        if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+            raise ConfigError(f"input.{key}={size} must be two positive integers (height, width).")
+        with_adversary = key == "crop_size" and config.lambda_adv > 0
+        networks = (f"segmentor {config.segmentor.name!r}" + (
+            f" and adversary {config.adversary.name!r}" if with_adversary else ""))
+        fix = tuple(math.ceil(s / multiple) * multiple for s in size)
+        reason = None if size != fix else _too_small(config, size, with_adversary)
+        if size != fix or reason:
+            if _too_small(config, fix, with_adversary):
+                side = next(k * multiple for k in range(1, 257)
+                            if not _too_small(config, (k * multiple,) * 2, with_adversary))
+                fix = tuple(max(side, s) for s in fix)
+            problem = (f"segmentor {config.segmentor.name!r} downsamples by {multiple}, so each "
+                       f"side must be a multiple of {multiple}" if reason is None else
+                       f"it is too small for {networks}: {reason}, so every loss would be NaN")
+            raise ConfigError(f"input.{key}={size}: {problem}. Use e.g. "
+                              f"--config.input.{key}='{fix}'.")
+
+
+def largest_image(builder: tfds.core.DatasetBuilder, split: str,
+                  num_examples: Optional[int] = None) -> Tuple[int, int]:
+    """(max height, max width) over `split` (its first `num_examples`): from the dataset's
+    metadata when its images have a fixed shape, else from the encoded images' headers."""
+    shape = builder.info.features["image"].shape
+    if shape[0] is not None and shape[1] is not None:
+        return int(shape[0]), int(shape[1])
+    feature = builder.info.features["image"]
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(try_autocache=False))
+    if num_examples:
+        ds = ds.take(num_examples)
+
+    def image_shape(example):
+        data = example["image"]
+        if feature.encoding_format == "jpeg":
+            return tf.image.extract_jpeg_shape(data)[:2]  # Reads the header only.
+        return tf.shape(tf.io.decode_image(data, channels=3, expand_animations=False))[:2]
+
+    ds = ds.map(image_shape, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+    largest = np.zeros(2, np.int64)
+    for shapes in tfds.as_numpy(ds):
+        largest = np.maximum(largest, shapes.max(axis=0))
+    return int(largest[0]), int(largest[1])
+
+
+def check_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> None:
+    """`num_classes` against the dataset's classes, `input.eval_size` against its largest image."""
+    try:
+        names = class_info.class_names(config.dataset)
+    except ValueError:
+        names = None  # A dataset we have no class list for: the label check per batch remains.
+    if names is not None and len(names) != config.num_classes:
+        raise ConfigError(
+            f"num_classes={config.num_classes} but dataset {config.dataset!r} has "
+            f"{len(names)} classes (label ids 0..{len(names) - 1}; 255 = void). Use "
+            f"--config.num_classes={len(names)}.")
+    multiple = size_multiple(config)
+    splits = [(config.eval_split, None)]
+    if config.num_train_eval_examples:
+        splits.append((config.train_split, config.num_train_eval_examples))
+    eval_size = tuple(config.input.eval_size)
+    for split, count in splits:
+        # Evaluation sees images rescaled by input.image_scale (augment.rescale's rounding).
+        largest = tuple(max(1, int(np.round(side * config.input.image_scale)))
+                        for side in largest_image(builder, split, count))
+        if largest[0] > eval_size[0] or largest[1] > eval_size[1]:
+            fix = tuple(math.ceil(max(a, b) / multiple) * multiple
+                        for a, b in zip(largest, eval_size))
+            raise ConfigError(
+                f"input.eval_size={eval_size} is smaller than the largest image of "
+                f"{config.dataset!r} split {split!r} ({largest[0]}x{largest[1]}, HxW, after "
+                f"input.image_scale={config.input.image_scale}); "
+                f"evaluation pads every image to eval_size. Use "
+                f"--config.input.eval_size='{fix}'.")
+
+
+def check_labels(labels: np.ndarray, config: ml_collections.ConfigDict, step: int) -> None:
+    """Every label of a training batch is a class id below `num_classes` or void (255).
+
+    Out-of-range labels make the cross-entropy NaN and would be reported as a non-finite
+    step, pointing at the learning rate instead of at the data or `num_classes`.
+    """
+    bad = (labels >= config.num_classes) & (labels != class_info.IGNORE_LABEL)
+    if bad.any():
+        found = np.unique(labels[bad])
+        raise ConfigError(
+            f"The training batch of step {step} has label id(s) {found[:10].tolist()} in "
+            f"dataset {config.dataset!r}, but num_classes={config.num_classes} allows 0.."
+            f"{config.num_classes - 1} and 255 (void). Set --config.num_classes to the "
+            "dataset's class count, or fix its labels.")
+    if (labels < 0).any():
+        raise ConfigError(f"The training batch of step {step} has negative label ids in "
+                          f"dataset {config.dataset!r}; labels must be 0..num_classes-1 or 255.")

@@ -27,12 +27,13 @@ from ml_collections import config_flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from advseg_jax import checkpointing  # noqa: E402
-from advseg_jax import dicts  # noqa: E402
 from advseg_jax import evaluation  # noqa: E402
 from advseg_jax import input_pipeline  # noqa: E402
 from advseg_jax import metrics  # noqa: E402
 from advseg_jax import sharding  # noqa: E402
+from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import train_step as steps  # noqa: E402
+from advseg_jax import workdir_files  # noqa: E402
 
 
 class CheckpointError(FileNotFoundError):
@@ -41,14 +42,10 @@ class CheckpointError(FileNotFoundError):
 
 def config_differences(config: ml_collections.ConfigDict, workdir: str) -> list:
     """'key: given vs trained' for keys that differ from the run's config.json."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    trained = workdir_files.read_config(workdir)
+    if trained is None:
         return []
-    with open(path) as f:
-        trained = dicts.flatten(json.load(f))
-    given = dicts.flatten(json.loads(config.to_json_best_effort()))
-    return [f"{key}: {given.get(key)!r} vs {trained.get(key)!r}"
-            for key in sorted(set(given) | set(trained)) if given.get(key) != trained.get(key)]
+    return workdir_files.config_differences(json.loads(config.to_json_best_effort()), trained)
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None,
@@ -108,8 +105,9 @@ def main(argv: Sequence[str]) -> None:
     FLAGS = flags.FLAGS
     tf.config.set_visible_devices([], "GPU")  # tf.data only: keep TensorFlow off accelerators.
     try:
-        result = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
-    except CheckpointError as error:
+        result = evaluate_checkpoint(config_checks.config_from_flag(FLAGS), FLAGS.workdir,
+                                     FLAGS.step)
+    except (CheckpointError, config_checks.ConfigError) as error:
         sys.exit(f"Error: {error}")
     output = FLAGS.output or os.path.join(
         FLAGS.workdir, f"evaluate_{result['split']}_{result['step']}.json")

@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from advseg_jax.data import augment
+from advseg_jax.data import builder_io
 from advseg_jax.data.class_info import IGNORE_LABEL
 
 _SKIP_DECODING = {"image": tfds.decode.SkipDecoding(),
@@ -30,8 +31,8 @@ def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     manual_dir = config.get("manual_dir") or None
     if jax.process_index() == 0:
         builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        builder_io.prepare(builder, config.data_dir,
+                           tfds.download.DownloadConfig(manual_dir=manual_dir))
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("advseg_jax dataset prepared")
     return tfds.builder(config.dataset, data_dir=config.data_dir)

@@ -2,6 +2,7 @@
 
 import logging as python_logging
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -12,8 +13,15 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from advseg_jax import checkpointing
+from advseg_jax import config_checks
 from advseg_jax import distributed
 from advseg_jax import train
+from advseg_jax import workdir_files
+
+# Refusals whose message says all (what is wrong, what to do): printed without a traceback.
+REFUSALS = (config_checks.ConfigError, checkpointing.RestoreError,
+            workdir_files.WorkdirInUseError)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
@@ -34,13 +42,17 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_quiet_orbax)
-    # tf.data only: keep TensorFlow off the accelerators JAX uses.
-    tf.config.set_visible_devices([], "GPU")
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).", jax.__version__,
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count(), jax.devices()[0].device_kind)
-    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+    try:
+        config = config_checks.config_from_flag(flags.FLAGS)
+        # tf.data only: keep TensorFlow off the accelerators JAX uses.
+        tf.config.set_visible_devices([], "GPU")
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
+                     jax.__version__, jax.process_index(), jax.process_count(),
+                     jax.local_device_count(), jax.device_count(), jax.devices()[0].device_kind)
+        train.train_and_evaluate(config, _WORKDIR.value)
+    except REFUSALS as error:
+        sys.exit(f"{type(error).__name__}: {error}")
 
 
 def run():

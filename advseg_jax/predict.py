@@ -10,11 +10,15 @@ the segmentors are fully convolutional. Each image is padded at bottom/right to 
 `_SIZE_MULTIPLE` with `config.input.fill_rgb`, as training pads crops, which keeps the output
 grid aligned with the input whatever the output stride (up to 32) and lets images of nearby
 sizes share one compiled program; the prediction is cropped back to the image.
+
+Memory grows with an image's pixel count, so images above `--max_pixels` are refused rather
+than left to exhaust the device. A file that cannot be read or is too large is reported and
+skipped; the others are still written, and the exit status is 1 at the end.
 """
 
 import os
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,6 +33,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from PIL import UnidentifiedImageError  # noqa: E402
 
+from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import evaluate  # noqa: E402
 from advseg_jax import models  # noqa: E402
 from advseg_jax.data import class_info  # noqa: E402
@@ -36,6 +41,8 @@ from advseg_jax.data import class_info  # noqa: E402
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _SIZE_MULTIPLE = 32  # >= every segmentor's output stride (Dilated-8: 8; digit_net: 2).
 _OVERLAY_ALPHA = 0.5  # Weight of the colour mask in the blend.
+# 4 megapixels: phone photos (12-24 MP) would need many GiB of activations in Dilated-8.
+DEFAULT_MAX_PIXELS = 4_000_000
 
 
 class InputError(ValueError):
@@ -114,24 +121,38 @@ def overlay(image: np.ndarray, labels: np.ndarray, dataset: str) -> np.ndarray:
     return np.concatenate([image, np.round(blend).astype(np.uint8)], axis=1)
 
 
-def check_images(files: Sequence[str]) -> None:
-    """Cheap header check of every file, so a bad one fails before the slow restore."""
+def check_images(files: Sequence[str], max_pixels: int) -> Dict[str, str]:
+    """{file: why it is skipped} from a cheap header check, before the slow restore."""
+    problems = {}
     for file in files:
         try:
             with Image.open(file) as image:
+                width, height = image.size
                 image.verify()
         except (OSError, UnidentifiedImageError, SyntaxError) as error:
-            raise InputError(f"Cannot read image {file!r}: {error}") from error
+            problems[file] = f"Cannot read image {file!r}: {error}"
+            continue
+        if width * height > max_pixels:
+            problems[file] = (
+                f"Image {file!r} is {width}x{height} = {width * height:,} pixels, more than "
+                f"--max_pixels={max_pixels:,}: segmenting it would need memory in "
+                "proportion. Downscale it, or raise --max_pixels if the device has the memory.")
+    return problems
 
 
 def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str],
-                  output_dir: str) -> List[str]:
-    """Writes mask and overlay per file; returns the mask paths."""
+                  output_dir: str) -> Tuple[List[str], Dict[str, str]]:
+    """Writes mask and overlay per file: (mask paths, {file: error} of files that failed)."""
     predict = make_predict_fn(config, params)
     os.makedirs(output_dir, exist_ok=True)
-    written = []
+    written, failed = [], {}
     for file in files:
-        image = read_image(file)
+        try:
+            image = read_image(file)  # Fails on a truncated file that passed the header check.
+        except InputError as error:
+            logging.error("Skipping %s", error)
+            failed[file] = str(error)
+            continue
         labels = predict(image)
         stem = os.path.splitext(os.path.basename(file))[0]
         mask_path = os.path.join(output_dir, f"{stem}.png")
@@ -140,29 +161,45 @@ def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str
             os.path.join(output_dir, f"{stem}_overlay.png"))
         logging.info("%s (%dx%d) → %s", file, image.shape[1], image.shape[0], mask_path)
         written.append(mask_path)
-    return written
+    return written, failed
 
 
 def predict_path(config: ml_collections.ConfigDict, workdir: str, input_path: str,
-                 output_dir: str, step: Optional[int] = None) -> List[str]:
-    """Finds the images, restores the checkpoint, segments them all."""
+                 output_dir: str, step: Optional[int] = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[List[str], Dict[str, str]]:
+    """Finds the images, restores the checkpoint, segments the usable ones.
+
+    Returns (mask paths written, {file: error} of the files skipped).
+    """
     files = find_images(input_path)  # Before the (slow) restore: input errors come first.
-    check_images(files)
+    failed = check_images(files, max_pixels)
+    for error in failed.values():
+        logging.error("Skipping %s", error)
+    usable = [file for file in files if file not in failed]
+    if not usable:
+        return [], failed
     params, step = evaluate.restore_params(config, workdir, step)
-    logging.info("Segmenting %d images with step %d of %s.", len(files), step, workdir)
-    return predict_files(config, params, files, output_dir)
+    logging.info("Segmenting %d images with step %d of %s.", len(usable), step, workdir)
+    written, unreadable = predict_files(config, params, usable, output_dir)
+    return written, {**failed, **unreadable}
 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
+    if FLAGS.max_pixels < 1:
+        raise app.UsageError(f"--max_pixels={FLAGS.max_pixels} must be >= 1.")
     try:
-        written = predict_path(FLAGS.config, FLAGS.workdir, FLAGS.input, FLAGS.output,
-                               FLAGS.step)
-    except (InputError, evaluate.CheckpointError) as error:
+        config = config_checks.config_from_flag(FLAGS)
+        written, failed = predict_path(config, FLAGS.workdir, FLAGS.input, FLAGS.output,
+                                       FLAGS.step, FLAGS.max_pixels)
+    except (InputError, evaluate.CheckpointError, config_checks.ConfigError) as error:
         sys.exit(f"Error: {error}")
     print(f"Wrote {len(written)} masks and overlays to {FLAGS.output}.")
+    if failed:
+        sys.exit(f"Error: skipped {len(failed)} of {len(written) + len(failed)} images:\n" +
+                 "\n".join(f"  {error}" for error in failed.values()))
 
 
 def _define_flags() -> None:
@@ -171,6 +208,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("input", None, "An image, or a directory of JPEG/PNG images.")
     flags.DEFINE_string("output", None, "Directory for <stem>.png and <stem>_overlay.png.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS,
+                         "Images with more pixels (width x height) are skipped, as their "
+                         "activations may not fit in memory.")
     config_flags.DEFINE_config_file("config", None, "The run's training config.",
                                     lock_config=True)
     flags.mark_flags_as_required(["config", "workdir", "input", "output"])

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 # Registers every advseg_jax builder with TFDS; the two below also explicitly, since this
 # module prepares them.
 import advseg_jax.data  # noqa: F401
+from advseg_jax.data import builder_io
 from advseg_jax.data import stanford_background  # noqa: F401
 from advseg_jax.data import voc2012_segmentation  # noqa: F401
 
@@ -38,8 +39,7 @@ def prepare(dataset: str, data_dir: str,
             manual_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
     """Downloads (or reads from `manual_dir`) and prepares `dataset` in `data_dir`."""
     builder = tfds.builder(dataset, data_dir=data_dir)
-    builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    builder_io.prepare(builder, data_dir, tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder
 
 

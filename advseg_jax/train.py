@@ -2,6 +2,9 @@
 
 Everything random derives from `config.seed` and the step, and the data stream resumes at the
 exact record, so a run restarted from checkpoint k continues as if it had never stopped.
+Whatever can be checked before the first step is (config, sizes, dataset, the workdir lock,
+the checkpoint's shapes), and a step is checkpointed before it is evaluated, so a mistake
+costs minutes of start-up rather than hours of training.
 """
 
 import contextlib
@@ -27,6 +30,7 @@ from advseg_jax import input_pipeline
 from advseg_jax import metrics
 from advseg_jax import sharding
 from advseg_jax import train_step as steps
+from advseg_jax import workdir_files
 
 
 class NonFiniteError(FloatingPointError):
@@ -85,8 +89,12 @@ def _write_json(path: str, value) -> None:
 
 
 def _check_finite(step: int, scalars: dict, config: ml_collections.ConfigDict,
-                  skipped: int) -> int:
-    """Returns the updated count of skipped steps, or raises NonFiniteError."""
+                  skipped: int, steps_run: int) -> int:
+    """Returns the updated count of skipped steps, or raises NonFiniteError.
+
+    Skipping is for rare spikes: a run that skips more than `max_nonfinite_fraction` of its
+    steps (a lone skipped step never counts as that) is not training, so it stops.
+    """
     bad = [k[len("nonfinite_"):] for k, v in scalars.items() if k.startswith("nonfinite_") and v]
     if not bad:
         return skipped
@@ -97,15 +105,24 @@ def _check_finite(step: int, scalars: dict, config: ml_collections.ConfigDict,
     if not config.skip_nonfinite_steps:
         raise NonFiniteError(message + " Lower the learning rates or set "
                              "config.skip_nonfinite_steps=True to skip such steps.")
-    logging.warning("%s Skipping it (config.skip_nonfinite_steps=True).", message)
-    return skipped + 1
+    skipped += 1
+    limit = config.max_nonfinite_fraction
+    if skipped > max(1.0, limit * steps_run):
+        raise NonFiniteError(
+            f"{message} {skipped} of the {steps_run} steps run by this process were skipped as "
+            f"non-finite, more than max_nonfinite_fraction={limit}: the run is not training. "
+            "Lower the learning rates (or check the data); raise "
+            "config.max_nonfinite_fraction only if such steps are known to be rare spikes.")
+    logging.warning("%s Skipping it (config.skip_nonfinite_steps=True; %d skipped so far).",
+                    message, skipped)
+    return skipped
 
 
 def _settle(step: int, device_metrics: dict, config: ml_collections.ConfigDict, skipped: int,
-            logged: list) -> int:
+            logged: list, start_step: int) -> int:
     """Brings one step's metrics to the host once: checked for non-finite values, kept for logs."""
     scalars = steps.host_scalars(device_metrics)
-    skipped = _check_finite(step, scalars, config, skipped)
+    skipped = _check_finite(step, scalars, config, skipped, step - start_step)
     logged.append(scalars)
     return skipped
 
@@ -142,23 +159,54 @@ def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh
     return records[0]
 
 
+def _restore(config: ml_collections.ConfigDict, workdir: str, checkpoints, mesh):
+    """The latest restorable state (fresh at step 0 if none), then config.json for this run.
+
+    config.json is written only after the restore succeeded, so a refused resume leaves the
+    trained run's config in place; on resume the keys that changed are listed.
+    """
+    saved = workdir_files.read_config(workdir)
+    differences = (workdir_files.config_differences(
+        json.loads(config.to_json_best_effort()), saved) if saved else [])
+    hint = ""
+    if differences:
+        hint = (f"  Config keys that differ from {os.path.join(workdir, 'config.json')} (this run "
+                "vs saved): " + "; ".join(differences[:10]) +
+                (f"; and {len(differences) - 10} more" if len(differences) > 10 else "") + ".")
+    state = checkpointing.restore_or_fall_back(
+        checkpoints, steps.create_train_state(config, mesh), workdir, hint)
+    if int(state.step) > 0 and differences:
+        logging.warning("Resuming step %d with a config that differs from the saved "
+                        "config.json (this run vs saved): %s", int(state.step),
+                        "; ".join(differences))
+    if jax.process_index() == 0:
+        workdir_files.write_config(workdir, config.to_json_best_effort(indent=1))
+    return state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
     """Trains until `config.num_train_steps`, resuming from the latest checkpoint in `workdir`.
 
     Returns the last evaluation record (None if SIGTERM stopped the run before the end).
+    Refuses, before anything is written, a config that cannot work (`ConfigError`), a
+    workdir in use by a live run (`WorkdirInUseError`) and a checkpoint of another model
+    (`RestoreError`).
     """
     config_checks.validate_config(config)
+    config_checks.check_input_sizes(config)
     os.makedirs(workdir, exist_ok=True)
+    with workdir_files.locked(workdir):
+        return _train_locked(config, workdir)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
     mesh = sharding.make_mesh()
     builder = input_pipeline.get_builder(config)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=1))
-
+    config_checks.check_dataset(config, builder)
     segmentor, adversary = steps.build_models(config)
     checkpoints = checkpointing.manager(workdir, config)
-    state = checkpointing.restore(checkpoints, steps.create_train_state(config, mesh))
+    state = _restore(config, workdir, checkpoints, mesh)
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     start_step = int(state.step)
     logging.info("Starting at step %d of %d on %d devices (%d processes).", start_step,
                  config.num_train_steps, jax.device_count(), jax.process_count())
@@ -168,23 +216,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
 
     train_step = steps.make_train_step(config, mesh, segmentor, adversary)
     eval_step = steps.make_eval_step(config, mesh, segmentor)
+    record = None
+    if _missed_eval(config, workdir, start_step):
+        logging.info("Evaluating step %d, checkpointed but not evaluated before.", start_step)
+        record = _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh,
+                                     start_step)
     batches = input_pipeline.train_iterator(config, builder, start_step)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
-    logged, previous, skipped, record = [], None, 0, None
+    logged, previous, skipped = [], None, 0
     with _TerminationFlag() as terminate, _completing_saves(checkpoints, writer):
         for step in range(start_step + 1, config.num_train_steps + 1):
+            batch = next(batches)
+            config_checks.check_labels(batch["label"], config, step)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+                state, step_metrics = train_step(state, sharding.global_batch(batch, mesh))
             # Settle the *previous* step's metrics: the device runs ahead while the host looks.
             if previous is not None:
-                skipped = _settle(step - 1, previous, config, skipped, logged)
+                skipped = _settle(step - 1, previous, config, skipped, logged, start_step)
             previous = step_metrics
             report_progress(step, time.time())
             last = step == config.num_train_steps
             if step % config.log_every_steps == 0 or last:
-                skipped = _settle(step, previous, config, skipped, logged)
+                skipped = _settle(step, previous, config, skipped, logged, start_step)
                 previous = None
                 scalars = {f"train/{k}": float(np.mean([m[k] for m in logged]))
                            for k in logged[0] if not k.startswith("nonfinite_")}
@@ -193,20 +248,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
                 scalars["train/skipped_nonfinite_steps"] = skipped
                 writer.write_scalars(step, scalars)
                 logged = []
-            if step % config.eval_every_steps == 0 or last:
-                with report_progress.timed("eval"):
-                    record = _evaluate_and_write(config, workdir, writer, eval_step, state,
-                                                 builder, mesh, step)
             stopping = terminate.any_process()
+            # Checkpoint before evaluating: a failing evaluation must not cost the training.
             if step % config.checkpoint_every_steps == 0 or last or stopping:
                 if previous is not None:
-                    skipped = _settle(step, previous, config, skipped, logged)
+                    skipped = _settle(step, previous, config, skipped, logged, start_step)
                     previous = None
                 with report_progress.timed("checkpoint"):
                     checkpointing.save(checkpoints, step, state)
+            if _is_eval_step(config, step):
+                with report_progress.timed("eval"):
+                    record = _evaluate_and_write(config, workdir, writer, eval_step, state,
+                                                 builder, mesh, step)
             if stopping:
                 checkpoints.wait_until_finished()
                 writer.flush()
                 logging.warning("Stopped by SIGTERM after checkpointing step %d.", step)
                 return None
     return record
+
+
+def _is_eval_step(config: ml_collections.ConfigDict, step: int) -> bool:
+    return step > 0 and (step % config.eval_every_steps == 0 or step == config.num_train_steps)
+
+
+def _missed_eval(config: ml_collections.ConfigDict, workdir: str, step: int) -> bool:
+    """Whether the last run stopped between checkpointing eval step `step` and evaluating it.
+
+    Process 0's reading decides for all, since every process must run the evaluation or none.
+    """
+    missed = _is_eval_step(config, step) and step not in workdir_files.evaluated_steps(
+        workdir, config.eval_split)
+    if jax.process_count() > 1:
+        missed = bool(multihost_utils.broadcast_one_to_all(np.array(missed)))
+    return missed

@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.adversarial_loss = "non_saturating"
     config.dtype = "float32"  # Activations; params and losses stay float32. "bfloat16" on TPU/GPU.
     config.skip_nonfinite_steps = False  # False: stop on a non-finite loss/grad; True: skip it.
+    # With skipping on, the run still stops once more than this fraction of its steps were
+    # skipped (a lone skipped step never stops it): skipping is for rare spikes.
+    config.max_nonfinite_fraction = 0.1
 
     config.input = ml_collections.ConfigDict()
     config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: the crop is the whole image.

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 if __package__ in (None, ""):  # Run as a script: make `advseg_jax` importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from advseg_jax import dicts  # noqa: E402
+from advseg_jax import workdir_files  # noqa: E402
 
 METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")
 _LABELS = {"mean_iou": "mIoU", "pixel_accuracy": "Pixel acc.", "mean_class_accuracy": "Class acc."}
@@ -70,13 +71,9 @@ def _read_json(path: str):
 def read_history(run_dir: str) -> List[dict]:
     """A run's eval records, one per (step, split): a resumed run's repeated eval keeps the last."""
     records = {}
-    path = os.path.join(run_dir, "eval_history.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    record = json.loads(line)
-                    records[(record["step"], record["split"])] = record
+    # A run killed mid-write leaves a torn last line: read_jsonl warns and skips it.
+    for record in workdir_files.read_jsonl(os.path.join(run_dir, "eval_history.jsonl")):
+        records[(record["step"], record["split"])] = record
     return [records[key] for key in sorted(records)]
 
 

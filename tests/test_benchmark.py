@@ -1,10 +1,15 @@
 """The benchmark's figures on a tiny config: all there, positive, and mutually consistent."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from advseg_jax import benchmark
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +23,9 @@ def results(data_dir):
     config.input.shuffle_buffer = 64
     config.lambda_adv = 0.0  # The adversarial variant then uses 0.5.
     return benchmark.run_benchmark(config, steps_timed=2, warmup=1, input_batches=3)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_field_is_present_and_sane(results):
@@ -54,3 +62,12 @@ def test_flops_are_global_not_per_device(results):
     baseline = results["baseline"]
     # digit_net at width 8 on 4 48x48 images: tens of MFLOPs per image, forward and backward.
     assert 4 * 1e7 < baseline["flops_per_step"] < 4 * 1e9
+
+
+def test_bad_flags_fail_at_start():
+    result = subprocess.run(
+        [sys.executable, "-m", "advseg_jax.benchmark", "--config=configs/default.py",
+         "--steps=0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--steps=0 must be >= 1" in result.stderr
+    assert "baseline" not in result.stdout  # Nothing was timed.

@@ -1,5 +1,6 @@
 """`python -m advseg_jax.predict`: palette masks and overlays at each image's own size."""
 
+import io
 import os
 import subprocess
 import sys
@@ -96,13 +97,52 @@ def test_input_errors_name_the_path(checkpointed, images, tmp_path):
     empty.mkdir()
     with pytest.raises(predict.InputError, match=f"No images .* found in '{empty}'"):
         predict.find_images(str(empty))
-    broken = os.path.join(images, "c.png")
-    with open(broken, "w") as f:
-        f.write("not a png")
-    with pytest.raises(predict.InputError, match="Cannot read image .*c.png"):
-        predict.predict_path(config, workdir, images, str(tmp_path / "out"))
-    assert not os.path.exists(tmp_path / "out")  # Checked before anything is written.
-    os.remove(broken)
     Image.new("RGB", (8, 8)).save(os.path.join(images, "a.jpeg"))
     with pytest.raises(predict.InputError, match="a.png.*a.jpeg|a.jpeg.*a.png"):
         predict.find_images(images)
+
+
+def _add_bad_files(folder):
+    """c.png: no image at all; d.jpg: a valid header, then truncated (decoding fails)."""
+    with open(os.path.join(folder, "c.png"), "w") as f:
+        f.write("not a png")
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), np.uint8)).save(
+        buffer, format="JPEG")
+    with open(os.path.join(folder, "d.jpg"), "wb") as f:
+        f.write(buffer.getvalue()[:len(buffer.getvalue()) * 2 // 3])
+
+
+def test_bad_and_oversized_files_are_skipped_and_the_others_written(checkpointed, images,
+                                                                    tmp_path):
+    config, workdir = checkpointed
+    _add_bad_files(images)
+    output = tmp_path / "out"
+    # a.png is 53x37 = 1961 pixels, b.JPG 41x70 = 2870.
+    written, failed = predict.predict_path(config, workdir, images, str(output),
+                                           max_pixels=2500)
+    assert written == [str(output / "a.png")]
+    assert sorted(os.listdir(output)) == ["a.png", "a_overlay.png"]
+    assert sorted(os.path.basename(f) for f in failed) == ["b.JPG", "c.png", "d.jpg"]
+    assert "41x70 = 2,870 pixels, more than --max_pixels=2,500" in failed[
+        os.path.join(images, "b.JPG")]
+    assert "Cannot read image" in failed[os.path.join(images, "c.png")]
+    assert "truncated" in failed[os.path.join(images, "d.jpg")]
+
+
+def test_cli_writes_the_good_images_and_exits_1_naming_the_bad_one(checkpointed, images,
+                                                                   tmp_path):
+    _, workdir = checkpointed
+    _add_bad_files(images)
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "advseg_jax.predict", "--config=configs/default.py",
+         f"--workdir={workdir}", f"--input={images}", f"--output={output}",
+         *ablations.override_flags(TINY)],
+        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert sorted(os.listdir(output)) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
+    assert "skipped 2 of 4 images" in result.stderr
+    assert "c.png" in result.stderr.split("skipped 2 of 4")[-1]
+    assert "d.jpg" in result.stderr.split("skipped 2 of 4")[-1]

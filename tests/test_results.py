@@ -1,6 +1,7 @@
 """`experiments/results.py` on fabricated run directories with known numbers."""
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -119,6 +120,18 @@ def test_history_keeps_the_last_record_of_a_repeated_eval(tmp_path):
             f.write(json.dumps({"step": 5, "split": "train", "mean_class_accuracy": value}) + "\n")
     (record,) = results.read_history(str(run_dir))
     assert math.isclose(record["mean_class_accuracy"], 0.2)
+
+
+def test_a_half_written_last_history_line_is_skipped(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / "eval_history.jsonl", "w") as f:
+        f.write(json.dumps({"step": 5, "split": "train", "mean_class_accuracy": 0.3}) + "\n")
+        f.write('{"step": 10, "split": "tr')  # The run was killed mid-write.
+    with caplog.at_level(logging.WARNING):
+        (record,) = results.read_history(str(run_dir))
+    assert record["step"] == 5
+    assert "Skipping unreadable line 2" in caplog.text
 
 
 def test_cli(sweep_dir):

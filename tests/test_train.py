@@ -1,12 +1,14 @@
 """train_and_evaluate end to end on a tiny config: outputs, resume, baseline."""
 
 import json
+import logging
 import os
 
 import numpy as np
 import pytest
 
 from advseg_jax import checkpointing
+from advseg_jax import config_checks
 from advseg_jax import sharding
 from advseg_jax import train
 from advseg_jax import train_step as steps
@@ -85,3 +87,99 @@ def test_sliced_splits_whole_train_eval_and_epochs(tiny_config, tmp_path):
              tfds.as_numpy(builder.as_dataset(split="train[:40]"))]  # 48 → 24: exact 1/2.
     assert len(masks) == 40
     assert np.sum(scores["confusion"]) == sum(int(np.sum(m != 255)) for m in masks)
+
+
+def test_a_failing_eval_keeps_the_step_s_checkpoint_and_is_redone_on_resume(
+        tiny_config, tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    tiny_config.num_train_eval_examples = 0
+
+    def broken_eval(*args, **kwargs):
+        raise RuntimeError("eval failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "_evaluate_and_write", broken_eval)
+        with pytest.raises(RuntimeError, match="eval failed"):
+            train.train_and_evaluate(tiny_config, workdir)
+    # Step 4 is both a checkpoint and an eval step: checkpointed before the eval failed.
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    assert not os.path.exists(os.path.join(workdir, "lock"))  # Released on the crash.
+    record = train.train_and_evaluate(tiny_config, workdir)  # Nothing left to train: eval only.
+    assert record["step"] == 4
+    assert [(r["step"], r["split"]) for r in _read_history(workdir)] == [(4, "validation")]
+
+
+def _config_json(workdir):
+    with open(os.path.join(workdir, "config.json")) as f:
+        return json.load(f)
+
+
+def test_resume_refuses_another_model_warns_on_changed_keys_and_survives_damage(
+        tiny_config, tmp_path, caplog):
+    workdir = str(tmp_path)
+    tiny_config.lambda_adv = 0.0  # Baseline: the quickest resumable run.
+    tiny_config.num_train_eval_examples = 0
+    tiny_config.num_train_steps = 2
+    train.train_and_evaluate(tiny_config, workdir)
+
+    wider = tiny_config.copy_and_resolve_references()
+    wider.segmentor.width = 16
+    with pytest.raises(checkpointing.RestoreError) as error:
+        train.train_and_evaluate(wider, workdir)
+    message = str(error.value)
+    assert len(message.splitlines()) <= 20, message
+    assert "segmentor/params/" in message and "segmentor.width: 16 vs 8" in message
+    assert _config_json(workdir)["segmentor"]["width"] == 8  # Not overwritten by the refusal.
+
+    tiny_config.segmentor.learning_rate = 1e-4
+    tiny_config.num_train_steps = 3
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(tiny_config, workdir)
+    warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert "segmentor.learning_rate: 0.0001 vs 0.003" in warnings
+    assert "num_train_steps: 3 vs 2" in warnings
+    assert _config_json(workdir)["segmentor"]["learning_rate"] == 1e-4  # After the restore.
+
+    # A damaged latest checkpoint: set aside, the run resumes from the one before.
+    for path in (tmp_path / "checkpoints" / "3").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(b"")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(tiny_config, workdir)
+    assert "Checkpoint step 3 is damaged" in caplog.text
+    assert (tmp_path / checkpointing.DAMAGED_DIR / "3").is_dir()
+    state = checkpointing.restore(checkpointing.manager(workdir, tiny_config),
+                                  steps.create_train_state(tiny_config, sharding.make_mesh()))
+    assert int(state.step) == 3
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("input.eval_size", (32, 32), r"input.eval_size=\(32, 32\) is smaller than the largest "
+                                  r"image of 'digit_scenes' split 'validation' \(48x48"),
+    ("num_classes", 3, r"num_classes=3 but dataset 'digit_scenes' has 11 classes"),
+    # Downscaled evaluation (image_scale 0.5 of 48x48): 24x24 images against 16x16.
+    ("input.eval_size", (16, 16), r"\(24x24, HxW, after input.image_scale=0.5\)"),
+    ("input.crop_size", (2, 2), r"input.crop_size=\(2, 2\).*multiple of 4"),
+])
+def test_bad_sizes_and_class_counts_are_refused_before_anything_is_written(
+        tiny_config, tmp_path, key, value, message):
+    section, _, name = key.rpartition(".")
+    if value == (16, 16):
+        tiny_config.input.image_scale = 0.5
+        tiny_config.input.crop_size = (24, 24)
+    (tiny_config[section] if section else tiny_config)[name] = value
+    with pytest.raises(config_checks.ConfigError, match=message):
+        train.train_and_evaluate(tiny_config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_skipping_stops_when_too_many_steps_are_skipped(tiny_config):
+    tiny_config.skip_nonfinite_steps = True
+    bad = {"nonfinite_segmentor": 1.0, "cross_entropy": float("nan")}
+    assert train._check_finite(5, bad, tiny_config, 0, steps_run=5) == 1  # A lone spike.
+    assert train._check_finite(30, bad, tiny_config, 2, steps_run=30) == 3  # 3 of 30 = 0.1.
+    with pytest.raises(train.NonFiniteError, match="4 of the 30 steps .* max_nonfinite_fraction"):
+        train._check_finite(30, bad, tiny_config, 3, steps_run=30)
+    tiny_config.max_nonfinite_fraction = 1.0
+    assert train._check_finite(30, bad, tiny_config, 29, steps_run=30) == 30

@@ -3,6 +3,7 @@
 import io
 import pathlib
 import shutil
+import socket
 import tarfile
 from unittest import mock
 
@@ -12,6 +13,8 @@ import scipy.io
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from advseg_jax import prepare_data
+from advseg_jax.data import builder_io
 from advseg_jax.data import voc2012_segmentation as voc
 from advseg_jax.data.class_info import IGNORE_LABEL
 from advseg_jax.data.dummy_data import make_dummy_data as dummy
@@ -108,21 +111,67 @@ def test_downloads_only_archives_missing_from_manual_dir(tmp_path):
     manual.mkdir()
     shutil.copy(DUMMY_DIR / voc.VOC_ARCHIVE.filename, manual)
     with mock.patch.object(tfds.download.DownloadManager, "download",
-                           side_effect=_fake_download) as download:
+                           side_effect=_fake_download) as download, \
+            mock.patch.object(builder_io, "server_reachable", return_value=True):
         builder = _build(tmp_path / "tfds", manual)
     download.assert_called_once_with({"sbd": voc.SBD_ARCHIVE.url})
     assert {s: builder.info.splits[s].num_examples for s in SPLITS} == SPLITS
 
 
-def test_no_archives_and_no_network_says_what_to_download(tmp_path):
+def test_a_failed_download_says_what_to_download(tmp_path):
     with mock.patch.object(tfds.download.DownloadManager, "download",
-                           side_effect=ConnectionError("no network")):
+                           side_effect=ConnectionError("no network")), \
+            mock.patch.object(builder_io, "server_reachable", return_value=True):
         with pytest.raises(FileNotFoundError) as error:
             _build(tmp_path / "tfds", tmp_path / "empty_manual")
     message = str(error.value)
     for archive in (voc.VOC_ARCHIVE, voc.SBD_ARCHIVE):
         assert archive.filename in message and archive.url in message
-    assert "manual" in message and "no network" in message
+    assert str(tmp_path / "empty_manual") in message and "no network" in message
+
+
+def test_unreachable_servers_fail_at_once_naming_each_file_and_where_to_put_it(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    shutil.copy(DUMMY_DIR / voc.SBD_ARCHIVE.filename, manual)  # Only VOC's tar is missing.
+    with mock.patch.object(tfds.download.DownloadManager, "download") as download, \
+            mock.patch.object(builder_io, "server_reachable", return_value=False):
+        with pytest.raises(FileNotFoundError) as error:
+            prepare_data.prepare("voc2012_segmentation", str(tmp_path / "tfds"), str(manual))
+    download.assert_not_called()  # No retries: they took minutes.
+    message = str(error.value)
+    assert voc.VOC_ARCHIVE.filename in message and voc.VOC_ARCHIVE.url in message
+    assert voc.SBD_ARCHIVE.filename not in message
+    assert f"put them, unextracted, in the manual directory {manual}" in message
+    assert "host.robots.ox.ac.uk cannot be reached" in message
+    assert not (tmp_path / "tfds" / "voc2012_segmentation").exists()  # Nothing half-built.
+
+
+def test_server_reachable_tells_an_open_port_from_a_closed_one():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert builder_io.server_reachable(f"http://127.0.0.1:{port}/file.tar")
+    assert not builder_io.server_reachable(f"http://127.0.0.1:{port}/file.tar")
+
+
+def test_truncated_archive_is_named_and_nothing_half_built_remains(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    data = (DUMMY_DIR / voc.VOC_ARCHIVE.filename).read_bytes()
+    (manual / voc.VOC_ARCHIVE.filename).write_bytes(data[:len(data) // 2])
+    shutil.copy(DUMMY_DIR / voc.SBD_ARCHIVE.filename, manual)
+    data_dir = tmp_path / "tfds"
+    with pytest.raises(ValueError, match=f"Archive .*{voc.VOC_ARCHIVE.filename} .* is truncated "
+                                         "or corrupt.*Download it again"):
+        prepare_data.prepare("voc2012_segmentation", str(data_dir), str(manual))
+    leftovers = [str(p.relative_to(data_dir)) for p in data_dir.rglob("*")]
+    assert leftovers in ([], ["downloads"], ["downloads", "downloads/extracted"]), leftovers
+    # With the good archive, the same data_dir builds (no stale partial extraction is reused).
+    shutil.copy(DUMMY_DIR / voc.VOC_ARCHIVE.filename, manual)
+    builder = prepare_data.prepare("voc2012_segmentation", str(data_dir), str(manual))
+    assert {s: builder.info.splits[s].num_examples for s in SPLITS} == SPLITS
 
 
 def _manual_dir_with(tmp_path, voc_overrides=None, sbd_overrides=None) -> pathlib.Path:

@@ -2,8 +2,11 @@
 
 Archives: a file of the expected name in `manual_dir` wins (the official servers are slow and
 often down, so users fetch once and keep it); otherwise it is downloaded from its official
-address. If that fails too, the error says which file to put where, rather than a bare
-connection error.
+address. If its server cannot be reached (a machine without internet), the error comes at once
+and says which file to put where, rather than after minutes of download retries. An archive
+is read through before extraction, since TFDS extracts a truncated one without complaint and
+the build then fails on some missing file. A failed build leaves nothing half-built behind
+(`prepare`).
 
 Decoding: every image and label file is decoded once while building, and any failure is raised
 as a ValueError naming the file, so a corrupt download or a bad label value is reported at
@@ -12,7 +15,13 @@ build time with the file to look at, not as an opaque error deep in a training i
 
 import dataclasses
 import io
-from typing import Dict, Iterable, Mapping, Tuple, Union
+import os
+import shutil
+import socket
+import tarfile
+import urllib.parse
+import zipfile
+from typing import Dict, Iterable, Mapping, Optional, Set, Tuple, Union
 
 from absl import logging
 import numpy as np
@@ -30,13 +39,33 @@ class Archive:
     url: str
 
 
+_PROBE_TIMEOUT_S = 5.0  # A reachable server answers a TCP connect well within this.
+
+
+def server_reachable(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to `url`'s host and port opens: no internet fails in seconds."""
+    parsed = urllib.parse.urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _manual_dir_of(dl_manager: tfds.download.DownloadManager) -> Optional[epath.Path]:
+    """The manual directory asked for, even if missing or empty (TFDS then asserts)."""
+    try:
+        return dl_manager.manual_dir
+    except AssertionError:  # TFDS's way of saying: no manual_dir, or an empty one.
+        configured = getattr(dl_manager, "_manual_dir", None)
+        return epath.Path(configured) if configured else None
+
+
 def locate_archives(dl_manager: tfds.download.DownloadManager,
                     archives: Mapping[str, Archive]) -> Dict[str, epath.Path]:
-    """Path of each archive: taken from `manual_dir` when there, else downloaded."""
-    try:
-        manual_dir = dl_manager.manual_dir
-    except AssertionError:  # TFDS's way of saying: no manual_dir, or an empty one.
-        manual_dir = None
+    """Path of each archive: taken from `manual_dir` when there, else downloaded; all checked."""
+    manual_dir = _manual_dir_of(dl_manager)
     paths, missing = {}, {}
     for key, archive in archives.items():
         candidate = manual_dir / archive.filename if manual_dir else None
@@ -46,24 +75,90 @@ def locate_archives(dl_manager: tfds.download.DownloadManager,
         else:
             missing[key] = archive
     if missing:
+        unreachable = sorted({urllib.parse.urlparse(a.url).hostname for a in missing.values()
+                              if not server_reachable(a.url)})
+        message = missing_archives_message(missing.values(), manual_dir,
+                                           dl_manager.download_dir)
+        if unreachable:
+            raise FileNotFoundError(f"{message}\nNo download was tried: {', '.join(unreachable)} "
+                                    "cannot be reached from this machine.")
         try:
             paths.update(dl_manager.download({key: a.url for key, a in missing.items()}))
         except Exception as error:  # Network errors come in many types; all mean the same here.
-            raise FileNotFoundError(
-                    missing_archives_message(missing.values(), dl_manager.download_dir)
-                    + f"\nThe download failed with: {error!r}") from error
+            raise FileNotFoundError(f"{message}\nThe download failed with: {error!r}") from error
+    for path in paths.values():
+        check_archive(path)
     return paths
 
 
-def missing_archives_message(archives: Iterable[Archive], download_dir: epath.Path) -> str:
+def check_archive(path: epath.Path) -> None:
+    """Reads a tar/zip archive to its end; ValueError naming it if truncated or corrupt."""
+    name = os.fspath(path)
+    try:
+        if zipfile.is_zipfile(name):
+            with zipfile.ZipFile(name) as archive:
+                bad = archive.testzip()
+                if bad:
+                    raise ValueError(f"member {bad} is corrupt")
+        else:
+            with tarfile.open(name) as archive:  # Compressed or not.
+                for member in archive:
+                    if member.isfile():
+                        archive.extractfile(member).read()
+                # tarfile takes a cut at a member boundary for the end of the archive: check
+                # for the two zero blocks that end a tar, then read on to the end of the
+                # (decompressed) stream, where gzip checks its length and CRC.
+                stream = archive.fileobj
+                stream.seek(archive.offset)
+                marker = stream.read(2 * tarfile.BLOCKSIZE)
+                if len(marker) < 2 * tarfile.BLOCKSIZE or marker.strip(b"\0"):
+                    raise ValueError("it ends without the end-of-archive marker")
+                while stream.read(1 << 20):
+                    pass
+    except Exception as error:  # tarfile/zlib/EOF errors: all mean a damaged file.
+        raise ValueError(
+            f"Archive {name} ({os.path.getsize(name)} bytes) is truncated or corrupt ({error}). "
+            "Download it again (an interrupted download leaves such a file) and replace it."
+        ) from error
+
+
+def missing_archives_message(archives: Iterable[Archive], manual_dir: Optional[epath.Path],
+                             download_dir: epath.Path) -> str:
     """Which files to download from where, and where to put them."""
     lines = [f"  {a.filename}  (download from {a.url})" for a in archives]
-    return ("Source archive(s) not found in the manual directory and could not be downloaded.\n"
-            "Download these files and put them, unextracted, in the manual directory:\n"
-            + "\n".join(lines) + "\n"
-            "The manual directory is the one given as --manual_dir to advseg_jax.prepare_data "
-            "(or DownloadConfig(manual_dir=...)); "
-            f"by default it is {download_dir / 'manual'}.")
+    where = (f"the manual directory {manual_dir}" if manual_dir else
+             f"a manual directory passed as --manual_dir to advseg_jax.prepare_data (or "
+             f"DownloadConfig(manual_dir=...)), by default {download_dir / 'manual'}")
+    return ("Source archive(s) missing from the manual directory:\n" + "\n".join(lines) +
+            f"\nDownload these files and put them, unextracted, in {where}.")
+
+
+def _directories(root: str) -> Set[str]:
+    return {os.path.join(parent, name) for parent, names, _ in os.walk(root) for name in names}
+
+
+def prepare(builder: tfds.core.DatasetBuilder, data_dir: str,
+            download_config: Optional[tfds.download.DownloadConfig] = None) -> None:
+    """`builder.download_and_prepare`; on any failure, removes what this attempt half-built.
+
+    TFDS leaves `incomplete.*` directories and partial extractions behind, and it reuses an
+    existing extraction on the next attempt, so a fixed archive would not be extracted again.
+    Only directories created by this attempt are removed; finished datasets are untouched.
+    """
+    data_dir = os.path.expanduser(data_dir)
+    roots = [os.path.join(data_dir, builder.name), os.path.join(data_dir, "downloads")]
+    before = {root: (os.path.exists(root), _directories(root)) for root in roots}
+    try:
+        builder.download_and_prepare(download_config=download_config)
+    except BaseException:
+        for root, (existed, directories) in before.items():
+            if not existed:
+                shutil.rmtree(root, ignore_errors=True)
+                continue
+            for new in sorted(_directories(root) - directories):
+                if os.path.dirname(new) in directories or os.path.dirname(new) == root:
+                    shutil.rmtree(new, ignore_errors=True)
+        raise
 
 
 def read_rgb_image(path: epath.Path) -> Tuple[Union[bytes, np.ndarray], Tuple[int, int]]:

@@ -1,0 +1,51 @@
+"""A busy workdir or another model's checkpoint is refused in a few lines (through
+`python -m advseg_jax.main`: without a traceback), without touching the workdir's files."""
+
+import json
+import os
+import socket
+
+import pytest
+
+import main_runs
+from advseg_jax import checkpointing
+from advseg_jax import sharding
+from advseg_jax import train
+from advseg_jax import train_step as steps
+from advseg_jax import workdir_files
+
+
+def _error_lines(log: str, name: str) -> list:
+    lines = log.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name}:"))
+    return lines[start:]
+
+
+def test_a_workdir_in_use_is_refused_naming_the_process(tiny_config, tmp_path):
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": "earlier"}
+    (tmp_path / "lock").write_text(json.dumps(holder))  # A live process: this test's.
+    with pytest.raises(workdir_files.WorkdirInUseError,
+                       match=f"in use by process {os.getpid()} on host {socket.gethostname()}"):
+        train.train_and_evaluate(tiny_config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["lock"]
+    assert json.loads((tmp_path / "lock").read_text()) == holder
+
+
+def test_another_model_s_checkpoint_is_refused_in_at_most_20_lines(tmp_path, data_dir):
+    from configs import default
+    workdir = tmp_path / "trained"
+    config = default.get_config()  # As main_runs.TINY_FLAGS set it.
+    config.segmentor.width = 8
+    config.adversary.width_divisor = 16
+    manager = checkpointing.manager(str(workdir), config)
+    checkpointing.save(manager, 2, steps.create_train_state(config, sharding.make_mesh()))
+    manager.wait_until_finished()
+    manager.close()
+    log = main_runs.run(workdir, data_dir, "--config.segmentor.width=16", expect_rc=1)
+    error = _error_lines(log, "RestoreError")
+    assert len(error) <= 20, "\n".join(error)
+    text = "\n".join(error)
+    assert "has shape (1, 1, 16, 11) in the checkpoint but (1, 1, 32, 11) with this config" in text
+    assert "new --workdir" in text and "Traceback" not in log
+    assert not (workdir / "config.json").exists()
+    assert main_runs.checkpoint_steps(workdir) == [2]
