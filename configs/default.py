@@ -42,6 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.adversarial_loss = "non_saturating"
     config.dtype = "float32"  # Activations; params and losses stay float32. "bfloat16" on TPU/GPU.
     config.skip_nonfinite_steps = False  # False: stop on a non-finite loss/grad; True: skip it.
+    # Images per chunk when the step runs the models on a device's rows chunk by chunk (same
+    # loss and gradients, summed over chunks; faster on CPU once activations leave the cache).
+    # 0 = automatic (advseg_jax/microbatch.py); >= the per-device batch = no chunking.
+    config.microbatch_size = 0
 
     config.input = ml_collections.ConfigDict()
     config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: the crop is the whole image.
