@@ -20,17 +20,21 @@ import jax.numpy as jnp
 AUTO_PIXELS_PER_CHUNK = 2 * 240 * 320
 
 
-def chunk_rows(setting: int, rows: int, height: int, width: int) -> int:
+def chunk_rows(setting: int, rows: int, height: int, width: int,
+               platform: Optional[str] = None) -> int:
     """Rows per chunk for a device holding `rows` images of height x width.
 
-    `setting` is the config's `microbatch_size`: 0 picks automatically (the largest chunk
-    within AUTO_PIXELS_PER_CHUNK, at least 1 row); a positive value is taken as given, capped
-    at `rows` (so a value >= the per-device batch turns chunking off).
+    `setting` is the config's `microbatch_size`: 0 picks automatically (on CPU the largest
+    chunk within AUTO_PIXELS_PER_CHUNK, at least 1 row; on GPU/TPU, whose matrix units want
+    large batches, one chunk); a positive value is taken as given, capped at `rows` (so a value
+    >= the per-device batch turns chunking off). `platform` defaults to JAX's default backend.
     """
     if setting < 0:
         raise ValueError(f"microbatch_size={setting}: use 0 (automatic) or a positive number of "
                          "images per chunk (>= the per-device batch turns chunking off).")
     if setting == 0:
+        if (platform or jax.default_backend()) != "cpu":
+            return rows
         setting = max(1, AUTO_PIXELS_PER_CHUNK // max(1, height * width))
     return max(1, min(setting, rows))
 

@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.skip_nonfinite_steps = False  # False: stop on a non-finite loss/grad; True: skip it.
     # Images per chunk when the step runs the models on a device's rows chunk by chunk (same
     # loss and gradients, summed over chunks; faster on CPU once activations leave the cache).
-    # 0 = automatic (advseg_jax/microbatch.py); >= the per-device batch = no chunking.
+    # 0 = automatic (on CPU only; advseg_jax/microbatch.py); >= the per-device batch = off.
     config.microbatch_size = 0
 
     config.input = ml_collections.ConfigDict()

@@ -22,6 +22,8 @@ def test_chunk_rows_automatic_explicit_and_off():
     assert microbatch.chunk_rows(0, 8, 1000, 1000) == 1  # Never below one row.
     assert microbatch.chunk_rows(3, 16, 240, 320) == 3
     assert microbatch.chunk_rows(64, 16, 240, 320) == 16  # >= rows: off.
+    assert microbatch.chunk_rows(0, 16, 240, 320, platform="tpu") == 16  # Accelerators: off.
+    assert microbatch.chunk_rows(3, 16, 240, 320, platform="gpu") == 3  # Unless asked.
     with pytest.raises(ValueError, match="microbatch_size=-1"):
         microbatch.chunk_rows(-1, 16, 240, 320)
 
