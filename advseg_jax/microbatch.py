@@ -2,7 +2,7 @@
 
 XLA:CPU's convolutions slow down sharply once a layer's activations leave the cache: on the
 2-core machine of issue 11, the Stanford adversarial step ran 1.8x slower per image at 16 rows
-than at 4, most of it in the kernel-gradient convolutions. Applying the model chunk by chunk
+than at 4, largely in the kernel-gradient convolutions. Applying the model chunk by chunk
 and concatenating the outputs computes the same function of the same parameters (every model
 here is per-example: no batch norm), and autodiff of the concatenation sums the chunks'
 parameter gradients, so the step's loss and gradients are unchanged up to float summation order.
@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 
 # Automatic chunking keeps rows x height x width of a chunk at or under this many input pixels:
-# two 240x320 Stanford images. Measured on the 2-core machine (README, "Speed"): chunks of 2
-# were fastest for the Stanford step; digit_scenes (32 x 48x48 = 73,728) and VOC at batch 1
-# stay in one chunk, so their steps are untouched.
+# two 240x320 Stanford images. Measured on the 2-core machine (README, "Speed on CPU"): chunks
+# of 2 and of 4 both ran the Stanford step about 2x faster than one chunk of 16; 2 was kept as
+# conv3's kernel gradient ran at 68 % of the matmul rate at 2 rows and 24 % at 4. digit_scenes
+# (32 x 48x48 = 73,728 pixels) and VOC at batch 1 stay in one chunk: their steps are untouched.
 AUTO_PIXELS_PER_CHUNK = 2 * 240 * 320
 
 
