@@ -6,8 +6,10 @@
 Steps run on synthetic batches of the config's crop size (so VOC needs no dataset, and
 pretrained weights are skipped: values do not change timings); `input_images_per_s` reads the
 real pipeline and is null, with a reason, where the dataset is not prepared in `data_dir`.
-FLOPs come from XLA's cost analysis of the compiled step, and MFU divides them by a peak
-measured on the same devices with a large float32 matmul (or `--peak_flops`). XLA counts no
+FLOPs come from XLA's cost analysis of the compiled step, and MFU = FLOPs / step time / peak,
+the peak being a large float32 matmul on the same devices, measured by `peak_flops` in a clean
+child process on CPU (or given by `--peak_flops`); `host_load_warning` says when other work
+shared the host as the benchmark started, which makes MFU unreliable. XLA counts no
 work for kernel taps that only ever meet padding; a backend that computes them anyway (XLA:CPU
 on a dilated fc6 over a small feature map) does more work than the MFU credits.
 """
@@ -31,13 +33,14 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import app
 from absl import flags
-from jax.sharding import PartitionSpec as P
+from absl import logging
 from ml_collections import config_flags
 
 import advseg_jax.data  # noqa: F401  (registers our TFDS builders)
 from advseg_jax import config_checks
 from advseg_jax import distributed
 from advseg_jax import input_pipeline
+from advseg_jax import peak_flops as peak_lib
 from advseg_jax import sharding
 from advseg_jax import train_step as steps
 from advseg_jax.data.class_info import IGNORE_LABEL
@@ -55,7 +58,6 @@ _PROFILE_DIR = flags.DEFINE_string("profile_dir", None,
 
 # Datasets that build themselves offline in seconds; others must be prepared beforehand.
 _SELF_BUILDING = ("digit_scenes",)
-_PEAK_MATMUL_SIZE = 2048
 
 
 def _flops(compiled) -> float:
@@ -66,19 +68,18 @@ def _flops(compiled) -> float:
     return float(analysis["flops"])
 
 
-def _peak_matmul(mesh, size: int = _PEAK_MATMUL_SIZE) -> Callable[[], object]:
-    """Every device multiplies its own size² float32 matrices, all at once.
-
-    All at once because devices may share hardware (XLA:CPU's fake devices share the host's
-    cores): the per-device peak is the mesh's aggregate over the device count.
-    """
-    count = mesh.devices.size
-    make = jax.jit(lambda key: jax.random.normal(key, (count * size, size), jnp.float32),
-                   out_shardings=sharding.batch_split(mesh))
-    matrices = make(jax.random.key(0))
-    spec = P(sharding.DATA_AXIS)
-    matmul = jax.jit(jax.shard_map(lambda a: a @ a, mesh=mesh, in_specs=spec, out_specs=spec))
-    return lambda: matmul(matrices)
+def measure_peak(peak_flops: Optional[float] = None) -> Tuple[float, str]:
+    """(peak FLOP/s of one device, where it comes from): given, or measured without interference."""
+    if peak_flops is not None:
+        return peak_flops, "--peak_flops (per device)"
+    size, repeats = peak_lib.MATMUL_SIZE, peak_lib.REPEATS
+    what = f"jit float32 {size}x{size} matmul on every local device at once, best of {repeats}"
+    if jax.default_backend() == "cpu":
+        measured = peak_lib.measure_clean(size, repeats)
+        return (measured["peak_flops_per_device"],
+                f"measured in a clean subprocess (JAX only): {what}")
+    measured = peak_lib.measure(size, repeats)  # Accelerators admit one process only.
+    return measured["peak_flops_per_device"], f"measured in-process before the steps: {what}"
 
 
 def _synthetic_batch(config: ml_collections.ConfigDict, mesh) -> dict:
@@ -168,6 +169,8 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
     if config.batch_size % mesh.devices.size:
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
                          f"{mesh.devices.size} devices.")
+    load_before = os.getloadavg()[0]
+    per_device, peak_source = measure_peak(peak_flops)  # First: nothing of ours runs yet.
     adversarial_lambda = config.lambda_adv if config.lambda_adv > 0 else 0.5
     variants = {}
     for name, lambda_adv in (("baseline", 0.0), ("adversarial", adversarial_lambda)):
@@ -182,19 +185,11 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
     for name, variant in variants.items():
         calls[name], results[name] = prepare_step(variant, mesh, states[name])
         results[name]["lambda_adv"] = variant.lambda_adv
-    if peak_flops is None:
-        calls["peak"] = _peak_matmul(mesh)
     if profile_dir:
         jax.profiler.start_trace(profile_dir)
     seconds = time_round_robin(calls, warmup, steps_timed)
     if profile_dir:
         jax.profiler.stop_trace()
-    if peak_flops is None:
-        per_device = 2.0 * _PEAK_MATMUL_SIZE**3 / seconds.pop("peak")
-        peak_source = (f"measured: jit float32 {_PEAK_MATMUL_SIZE}x{_PEAK_MATMUL_SIZE} matmul "
-                       f"on all {mesh.devices.size} devices at once, timed between the steps")
-    else:
-        per_device, peak_source = peak_flops, "--peak_flops (per device)"
     total_peak = per_device * mesh.devices.size
     for name, step_time in seconds.items():
         figures = results[name]
@@ -218,6 +213,8 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
         "process_count": jax.process_count(),
         "host_cpu_count": os.cpu_count(),
         "host_load_average_1m": os.getloadavg()[0],  # > host_cpu_count: others share the CPUs.
+        "host_load_average_1m_at_start": load_before,  # Before anything of ours ran.
+        "host_load_warning": peak_lib.load_warning(load_before),
         "dataset": config.dataset,
         "segmentor": config.segmentor.name,
         "adversary": config.adversary.name,
@@ -264,6 +261,8 @@ def main(argv: List[str]) -> None:
     with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress: keep stdout JSON.
         results = run_benchmark(config, _STEPS.value, _WARMUP.value,
                                 _PEAK_FLOPS.value, _INPUT_BATCHES.value, _PROFILE_DIR.value)
+    if results["host_load_warning"]:
+        logging.warning("%s", results["host_load_warning"])
     if jax.process_index() == 0:
         print(json.dumps(results, indent=1) if _FORMAT.value == "json" else _as_text(results))
 

@@ -22,6 +22,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from advseg_jax import encodings
 from advseg_jax import losses
 from advseg_jax import metrics as metrics_lib
+from advseg_jax import microbatch
 from advseg_jax import models
 from advseg_jax import optim
 from advseg_jax import sharding
@@ -143,8 +144,12 @@ def _per_device_train_step(state: AdvSegState, batch: dict, *, config: ml_collec
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
     rng = jax.random.fold_in(rng, lax.axis_index(DATA))
 
+    chunk = microbatch.chunk_rows(config.microbatch_size, *images.shape[:3])
+
     def forward(params):
-        return segmentor.apply({"params": params}, images, train=True, rngs={"dropout": rng})
+        apply = lambda x, rng: segmentor.apply({"params": params}, x, train=True,
+                                               rngs={"dropout": rng})
+        return microbatch.apply_in_chunks(apply, images, chunk=chunk, rng=rng)
 
     logits, segmentor_vjp = jax.vjp(forward, state.segmentor.params)
     out_shape = logits.shape[1:3]
@@ -159,7 +164,9 @@ def _per_device_train_step(state: AdvSegState, batch: dict, *, config: ml_collec
             config.adversary.tau, IGNORE_LABEL)
 
         def adversary_loss(params):
-            apply = functools.partial(adversary.apply, {"params": params}, train=True)
+            apply = functools.partial(microbatch.apply_in_chunks,
+                                      functools.partial(adversary.apply, {"params": params},
+                                                        train=True), chunk=chunk)
             real_logits, fake_logits = apply(small_images, real), apply(small_images, fake)
             return losses.adversary_loss(real_logits, fake_logits), (real_logits, fake_logits)
 
@@ -187,8 +194,9 @@ def _per_device_train_step(state: AdvSegState, batch: dict, *, config: ml_collec
         if adversary is not None:
             probs = jax.nn.softmax(logits, axis=-1)
             fake = encodings.encode(config.adversary.encoding, probs, small_images)
-            fake_logits = adversary.apply({"params": new_adversary.params}, small_images, fake,
-                                          train=True)
+            fake_logits = microbatch.apply_in_chunks(
+                functools.partial(adversary.apply, {"params": new_adversary.params}, train=True),
+                small_images, fake, chunk=chunk)
             parts["adversarial_term"] = losses.segmentor_adversarial_loss(
                 fake_logits, config.adversarial_loss)
             total = total + adversarial_weight(config, state.step) * parts["adversarial_term"]

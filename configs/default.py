@@ -49,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
     # With skipping on, the run still stops once more than this fraction of its steps were
     # skipped (a lone skipped step never stops it): skipping is for rare spikes.
     config.max_nonfinite_fraction = 0.1
+    # Images per chunk when the step runs the models on a device's rows chunk by chunk (same
+    # loss and gradients, summed over chunks; faster on CPU once activations leave the cache).
+    # 0 = automatic (on CPU only; advseg_jax/microbatch.py); >= the per-device batch = off.
+    config.microbatch_size = 0
 
     config.input = ml_collections.ConfigDict()
     config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: the crop is the whole image.

@@ -43,6 +43,8 @@ def test_every_field_is_present_and_sane(results):
     assert results["input_images_per_s"] > 0 and results["input_reason"] is None
     assert results["input_over_adversarial_step_rate"] > 0
     assert results["peak_flops"] > 1e8 and results["peak_memory_mb"] > 0
+    assert results["peak_flops"] == pytest.approx(2 * results["peak_flops_per_device"])
+    assert results["peak_flops_source"].startswith("measured in a clean subprocess")
     assert results["peak_memory_source"]
     assert results["device_count"] == 2 and results["device_kind"]
     json.dumps(results)  # JSON-ready.
@@ -71,3 +73,43 @@ def test_bad_flags_fail_at_start():
     assert result.returncode != 0
     assert "--steps=0 must be >= 1" in result.stderr
     assert "baseline" not in result.stdout  # Nothing was timed.
+
+
+def test_mfu_is_flops_over_time_over_the_reported_peak(results):
+    for name in ("baseline", "adversarial"):
+        r = results[name]
+        assert r["mfu"] == pytest.approx(
+            r["flops_per_step"] / r["step_time_s"] / results["peak_flops"], rel=1e-12)
+
+
+def test_clean_peak_runs_in_another_process_without_tensorflow(monkeypatch):
+    """The child imports JAX only, sees this process's devices, and reports a positive rate."""
+    import subprocess
+    import sys
+
+    from advseg_jax import peak_flops
+    seen = {}
+    real_run = subprocess.run
+
+    def spy(command, **kwargs):
+        seen["command"] = command
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    measured = peak_flops.measure_clean(size=256, repeats=2)
+    assert seen["command"][:3] == [sys.executable, "-m", "advseg_jax.peak_flops"]
+    assert measured["device_count"] == 2 and measured["peak_flops_per_device"] > 1e7
+    child = ("import sys; from advseg_jax import peak_flops; peak_flops.measure(64, 1); "
+             "print('tensorflow' in sys.modules)")
+    assert real_run([sys.executable, "-c", child], capture_output=True, text=True,
+                    check=True).stdout.strip() == "False"
+
+
+def test_load_warning_only_when_the_host_is_busy():
+    import os
+
+    from advseg_jax import peak_flops
+    cpus = os.cpu_count()
+    assert peak_flops.load_warning(0.0) is None
+    warning = peak_flops.load_warning(4.0 * cpus)
+    assert warning and f"{4.0 * cpus:.2f}" in warning and "MFU" in warning
