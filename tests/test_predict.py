@@ -103,11 +103,11 @@ def test_input_errors_name_the_path(checkpointed, images, tmp_path):
 
 
 def _add_bad_files(folder):
-    """c.png: no image at all; d.jpg: a valid header, then truncated (decoding fails)."""
+    """c.png: no image at all; d.jpg (40x40): a valid header, then truncated (decoding fails)."""
     with open(os.path.join(folder, "c.png"), "w") as f:
         f.write("not a png")
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), np.uint8)).save(
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 40, 3), np.uint8)).save(
         buffer, format="JPEG")
     with open(os.path.join(folder, "d.jpg"), "wb") as f:
         f.write(buffer.getvalue()[:len(buffer.getvalue()) * 2 // 3])
