@@ -431,9 +431,11 @@ RUN_FILES = ("config.json", "eval_history.jsonl", "eval_results.json")
 
 
 def export(workdir: str, destination: str) -> None:
-    """Copies the sweep's manifest and each run's RUN_FILES (no checkpoints, events or logs)."""
+    """Copies the sweep's manifest and each finished run's RUN_FILES (no checkpoints, events or
+    logs; an unfinished run is left out until it finishes)."""
+    finished = [d for d in glob.glob(os.path.join(workdir, "*", "seed_*")) if load_run(d)]
     for path in [os.path.join(workdir, MANIFEST), os.path.join(workdir, VERDICT)] + [
-            p for name in RUN_FILES for p in glob.glob(os.path.join(workdir, "*", "seed_*", name))]:
+            os.path.join(d, name) for d in finished for name in RUN_FILES]:
         if os.path.exists(path):
             target = os.path.join(destination, os.path.relpath(path, workdir))
             os.makedirs(os.path.dirname(target), exist_ok=True)

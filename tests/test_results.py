@@ -4,6 +4,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -215,10 +216,13 @@ def test_export_keeps_only_what_a_committed_sweep_needs(fig4_dir, tmp_path):
     run_dir = os.path.join(fig4_dir, "classical", "seed_0")
     os.makedirs(os.path.join(run_dir, "checkpoints", "20"))
     open(os.path.join(run_dir, "events.out.tfevents.1"), "w").close()
+    unfinished = os.path.join(fig4_dir, "adversarial", "seed_2")
+    write_run(unfinished, (0.1, 0.1, 0.1), 0.5, last_eval=10)
     destination = str(tmp_path / "exported")
     results.export(fig4_dir, destination)
     kept = sorted(os.path.relpath(os.path.join(d, f), destination)
                   for d, _, files in os.walk(destination) for f in files)
     runs = [f"{v}/seed_{k}/{name}" for v in FIG4 for k in range(2) for name in results.RUN_FILES]
     assert kept == sorted(runs + ["sweep.json", "verdict.md"])
+    shutil.rmtree(unfinished)  # Left out of the export, so out of the comparison too.
     assert results.summarize(destination)["curves"] == results.summarize(fig4_dir)["curves"]
