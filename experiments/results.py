@@ -370,14 +370,14 @@ def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accu
     The paper's own points (full resolution, ~1000 epochs) are drawn as markers on the same
     symlog epoch axis, so runs of a few tens of epochs and the paper's stay readable together.
     """
-    rows = [row for row in summary["variants"] if row["variant"] in summary["curves"]]
+    rows = summary["variants"]  # Variants without a finished run still get the paper's points.
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    use_epochs = all(point["epoch"] is not None for row in rows
-                     for points in summary["curves"][row["variant"]].values() for point in points)
+    use_epochs = all(point["epoch"] is not None for splits in summary["curves"].values()
+                     for points in splits.values() for point in points)
     for i, row in enumerate(rows):
         colour = "k" if row.get("lambda_adv") == 0 else f"C{i}"
         for ax, split in zip(axes, ("train", "eval")):
-            points = summary["curves"][row["variant"]][split]
+            points = summary["curves"].get(row["variant"], {}).get(split)
             if points:
                 x = np.array([p["epoch" if use_epochs else "step"] for p in points], float)
                 mean = np.array([100 * p[metric]["mean"] for p in points])
@@ -389,13 +389,14 @@ def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accu
             paper = PAPER_CURVES.get(_paper_key(summary, row["variant"]), {}).get(split)
             if paper and use_epochs and metric == "mean_class_accuracy":
                 ax.plot(*zip(*paper), linestyle="none", marker="s" if colour == "k" else "^",
-                        color=colour, markerfacecolor="none",
+                        color=colour, markerfacecolor="none", clip_on=False,
                         label=f"paper, {row['variant']} (Fig. 4; full res.)")
     for ax, title in zip(axes, ("training images (no augmentation)", "evaluation images")):
         ax.set_title(title)
         ax.set_xlabel("epoch" if use_epochs else "step")
         if use_epochs:
             ax.set_xscale("symlog", linthresh=10)
+            ax.set_xlim(left=0)
             right = ax.get_xlim()[1]
             ticks = [t for t in (0, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= right]
             ax.set_xticks(ticks, [str(t) for t in ticks])
