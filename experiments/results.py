@@ -141,8 +141,7 @@ def summarize(workdir: str) -> dict:
         for metric in METRICS:
             row[metric] = _stats([run["final"].get(metric) for _, run in finished])
         sweep = (manifest or {}).get("sweep")
-        row["paper"] = PAPER_RESULTS.get(
-            ((row.get("dataset") or "").split("/")[0], sweep, variant))
+        row["paper"] = PAPER_RESULTS.get(_paper_key(row.get("dataset"), sweep, variant))
         rows.append(row)
     swept = [key for overrides in (manifest or {}).get("variants", {}).values()
              for key in overrides]
@@ -358,8 +357,9 @@ def curves(workdir: str, rows: Sequence[dict]) -> Dict[str, Dict[str, List[dict]
     return table
 
 
-def _paper_key(summary: dict, variant: str) -> tuple:
-    return ((summary.get("dataset") or "").split("/")[0], summary.get("sweep"), variant)
+def _paper_key(dataset: Optional[str], sweep: Optional[str], variant: str) -> tuple:
+    """Published values are per dataset family: every Stanford fold shares the paper's."""
+    return ((dataset or "").split("/")[0], sweep, variant)
 
 
 def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accuracy") -> None:
@@ -386,7 +386,8 @@ def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accu
                 if all(v is not None for v in std):
                     std = 100 * np.array(std)
                     ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15)
-            paper = PAPER_CURVES.get(_paper_key(summary, row["variant"]), {}).get(split)
+            paper = PAPER_CURVES.get(
+                _paper_key(summary.get("dataset"), summary.get("sweep"), row["variant"]), {}).get(split)
             if paper and use_epochs and metric == "mean_class_accuracy":
                 ax.plot(*zip(*paper), linestyle="none", marker="s" if colour == "k" else "^",
                         color=colour, markerfacecolor="none", clip_on=False,
