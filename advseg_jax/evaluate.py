@@ -27,6 +27,7 @@ from ml_collections import config_flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from advseg_jax import checkpointing  # noqa: E402
+from advseg_jax import configs  # noqa: E402
 from advseg_jax import dicts  # noqa: E402
 from advseg_jax import evaluation  # noqa: E402
 from advseg_jax import input_pipeline  # noqa: E402
@@ -135,7 +136,7 @@ def _define_flags() -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    app.run(main, argv=configs.resolve_argv(sys.argv))  # --config=NAME → file.
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import logging as python_logging
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -12,6 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from advseg_jax import configs
 from advseg_jax import distributed
 from advseg_jax import train
 
@@ -44,7 +46,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    app.run(main, argv=configs.resolve_argv(sys.argv))  # --config=NAME → file.
 
 
 if __name__ == "__main__":

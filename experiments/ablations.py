@@ -12,6 +12,7 @@ very same commands to a cluster or a notebook. When all runs are done, `experime
 writes DIR/results.md, DIR/results.json and the plots.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -20,16 +21,21 @@ import subprocess
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):  # Run as a script: make `experiments` and `configs` importable.
-    sys.path.insert(0, _REPO)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from experiments import results  # noqa: E402
+from advseg_jax import configs  # noqa: E402
+
+# `experiments.results` in a checkout, `advseg_jax.experiments.results` in an installed wheel.
+if __package__ in (None, ""):
+    from experiments import results  # noqa: E402
+else:
+    from . import results  # noqa: E402
 
 # Sweep name → variant name → config overrides. Every comparison of the paper that our configs
 # can express; the first variant of a sweep is its reference point in tables and plots.
@@ -206,9 +212,10 @@ def write_manifest(workdir: str, config_path: str, sweep: str, runs: Sequence[Ru
 
 
 def _subprocess_env() -> dict:
-    """The runs import `advseg_jax` and `configs` from this checkout even if it is not installed."""
+    """The runs import the `advseg_jax` this runner sees (a checkout's, or the installed one)."""
+    root = os.path.dirname(os.path.dirname(importlib.util.find_spec("advseg_jax").origin))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -285,7 +292,8 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
     config = FLAGS.config  # Parsed with the overrides: a bad key fails here, before any run.
-    config_path = FLAGS["config"].config_filename
+    # A shipped config is recorded and passed on by name: the manifest stays portable.
+    config_path = configs.name_of(FLAGS["config"].config_filename)
     try:
         failed = run_sweep(config_path, FLAGS.sweep, FLAGS.workdir, FLAGS.seeds, FLAGS.steps,
                            split_passthrough(sys.argv[1:]), FLAGS.variants, FLAGS.dry_run,
@@ -299,7 +307,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    app.run(main, argv=configs.resolve_argv(sys.argv))  # --config=NAME → file.
 
 
 if __name__ == "__main__":
