@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
 import advseg_jax.data  # noqa: F401  (registers our TFDS builders)
-from advseg_jax import configs
+from advseg_jax import cli
 from advseg_jax import distributed
 from advseg_jax import input_pipeline
 from advseg_jax import sharding
@@ -257,7 +257,7 @@ def main(argv: List[str]) -> None:
 
 def run() -> None:
     flags.mark_flags_as_required(["config"])
-    app.run(main, argv=configs.resolve_argv(sys.argv))  # --config=NAME → file.
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

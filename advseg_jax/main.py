@@ -13,7 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from advseg_jax import configs
+from advseg_jax import cli
 from advseg_jax import distributed
 from advseg_jax import train
 
@@ -46,7 +46,7 @@ def main(argv):
 
 
 def run():
-    app.run(main, argv=configs.resolve_argv(sys.argv))  # --config=NAME → file.
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

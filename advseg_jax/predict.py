@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from PIL import UnidentifiedImageError  # noqa: E402
 
-from advseg_jax import configs  # noqa: E402
+from advseg_jax import cli  # noqa: E402
 from advseg_jax import evaluate  # noqa: E402
 from advseg_jax import models  # noqa: E402
 from advseg_jax.data import class_info  # noqa: E402
@@ -179,7 +179,7 @@ def _define_flags() -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main, argv=configs.resolve_argv(sys.argv))  # --config=NAME → file.
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 # Registers every advseg_jax builder with TFDS; the two below also explicitly, since this
 # module prepares them.
 import advseg_jax.data  # noqa: F401
+from advseg_jax import cli
 from advseg_jax.data import stanford_background  # noqa: F401
 from advseg_jax.data import voc2012_segmentation  # noqa: F401
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     flags.mark_flags_as_required(["dataset", "data_dir"])
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

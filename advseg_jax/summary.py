@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 
-from advseg_jax import configs
+from advseg_jax import cli
 from advseg_jax import encodings
 from advseg_jax import models
 
@@ -103,7 +103,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    app.run(main, argv=configs.resolve_argv(sys.argv))  # --config=NAME → file.
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

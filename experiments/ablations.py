@@ -29,6 +29,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from advseg_jax import cli  # noqa: E402
 from advseg_jax import configs  # noqa: E402
 
 # `experiments.results` in a checkout, `advseg_jax.experiments.results` in an installed wheel.
@@ -307,7 +308,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main, argv=configs.resolve_argv(sys.argv))  # --config=NAME → file.
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

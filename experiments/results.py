@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 if __package__ in (None, ""):  # Run as a script: make `advseg_jax` importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advseg_jax import cli  # noqa: E402
 from advseg_jax import dicts  # noqa: E402
 
 METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")
@@ -276,7 +277,7 @@ def run() -> None:
     """Flags are defined here, not on import: `ablations.py` imports this module."""
     flags.DEFINE_string("workdir", None, "Sweep directory holding <variant>/seed_<k> runs.")
     flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":
