@@ -44,7 +44,8 @@ def main() -> None:
     print(f"# Versions the test suite passed with (Python {platform.python_version()}, "
           f"{platform.system()} {platform.machine()}, {datetime.date.today()}).")
     print("# Reproducible install: pip install -r requirements.txt -c constraints.txt")
-    print("# Refresh after changing dependencies: python .ci/freeze_constraints.py > constraints.txt")
+    print("# Refresh after changing dependencies: "
+          "python .ci/freeze_constraints.py > constraints.txt")
     for name in [*requirement_names(REQUIREMENTS.read_text()), *_EXTRA]:
         try:
             print(f"{name}=={metadata.version(name)}")

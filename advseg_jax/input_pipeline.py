@@ -50,7 +50,8 @@ def _to_model_inputs(image: tf.Tensor, mask: tf.Tensor) -> dict:
 
 def train_iterator(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
                    start_step: int = 0) -> Iterator[dict]:
-    """Endless process-local batches {image uint8 [b,h,w,3], label int32 [b,h,w]} from `start_step`."""
+    """Endless process-local batches {image uint8 [b,h,w,3], label int32 [b,h,w]} from
+    `start_step`."""
     num_processes, process = jax.process_count(), jax.process_index()
     local_batch = config.batch_size // num_processes
     inp = config.input

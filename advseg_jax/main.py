@@ -2,7 +2,6 @@
 
 import logging as python_logging
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,8 +27,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _quiet_orbax(record) -> bool:
-    """Orbax logs every save's internals at INFO; keep its warnings, drop the rest."""
-    return record.levelno >= python_logging.WARNING or "orbax" not in record.pathname
+    """Orbax logs every save's internals at INFO; keep its warnings, drop the rest.
+
+    Also dropped: its warning on each save without scores, which by design are all saves but
+    those of a new best step (`checkpointing.py`).
+    """
+    if "orbax" not in record.pathname:
+        return True
+    return (record.levelno >= python_logging.WARNING
+            and "did not provide metrics" not in record.getMessage())
 
 
 def main(argv):

@@ -1,7 +1,7 @@
 """Segments JPEG/PNG images with a trained checkpoint: palette masks and overlays.
 
     python -m advseg_jax.predict --config=configs/voc.py --workdir=DIR \\
-        --input=IMAGE_OR_DIR --output=OUT_DIR [--step=N] [--config.KEY=VALUE ...]
+        --input=IMAGE_OR_DIR --output=OUT_DIR [--step=N|latest|best] [--config.KEY=VALUE ...]
 
 For each image `<stem>.jpg|png`, writes OUT_DIR/<stem>.png (the label map as a palette PNG with
 the dataset's colours, so it opens like a VOC mask) and OUT_DIR/<stem>_overlay.png (image |
@@ -14,7 +14,7 @@ sizes share one compiled program; the prediction is cropped back to the image.
 
 import os
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Sequence, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from PIL import UnidentifiedImageError  # noqa: E402
 
+from advseg_jax import checkpointing  # noqa: E402
 from advseg_jax import cli  # noqa: E402
 from advseg_jax import evaluate  # noqa: E402
 from advseg_jax import models  # noqa: E402
@@ -145,7 +146,7 @@ def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str
 
 
 def predict_path(config: ml_collections.ConfigDict, workdir: str, input_path: str,
-                 output_dir: str, step: Optional[int] = None) -> List[str]:
+                 output_dir: str, step: Union[None, int, str] = None) -> List[str]:
     """Finds the images, restores the checkpoint, segments them all."""
     files = find_images(input_path)  # Before the (slow) restore: input errors come first.
     check_images(files)
@@ -159,8 +160,11 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
     try:
-        written = predict_path(FLAGS.config, FLAGS.workdir, FLAGS.input, FLAGS.output,
-                               FLAGS.step)
+        step = checkpointing.parse_step(FLAGS.step)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    try:
+        written = predict_path(FLAGS.config, FLAGS.workdir, FLAGS.input, FLAGS.output, step)
     except (InputError, evaluate.CheckpointError) as error:
         sys.exit(f"Error: {error}")
     print(f"Wrote {len(written)} masks and overlays to {FLAGS.output}.")
@@ -171,7 +175,8 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.")
     flags.DEFINE_string("input", None, "An image, or a directory of JPEG/PNG images.")
     flags.DEFINE_string("output", None, "Directory for <stem>.png and <stem>_overlay.png.")
-    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    flags.DEFINE_string("step", None, "Checkpoint step: a number, 'latest' (the default) or "
+                        "'best' (best by config.best_checkpoint_metric).")
     config_flags.DEFINE_config_file("config", None, "The run's training config.",
                                     lock_config=True)
     flags.mark_flags_as_required(["config", "workdir", "input", "output"])

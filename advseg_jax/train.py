@@ -5,7 +5,6 @@ exact record, so a run restarted from checkpoint k continues as if it had never 
 """
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -24,9 +23,9 @@ from advseg_jax import config_checks
 from advseg_jax import dicts
 from advseg_jax import evaluation
 from advseg_jax import input_pipeline
-from advseg_jax import metrics
 from advseg_jax import sharding
 from advseg_jax import train_step as steps
+from advseg_jax import workdir_io
 
 
 class NonFiniteError(FloatingPointError):
@@ -76,14 +75,6 @@ def _completing_saves(checkpoints, writer):
         writer.flush()
 
 
-def _write_json(path: str, value) -> None:
-    """Atomic write: readers (the ablation runner) never see half a file."""
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(metrics.to_json_ready(value), f, indent=1)
-    os.replace(temporary, path)
-
-
 def _check_finite(step: int, scalars: dict, config: ml_collections.ConfigDict,
                   skipped: int) -> int:
     """Returns the updated count of skipped steps, or raises NonFiniteError."""
@@ -123,16 +114,17 @@ def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh
         prefix = "eval" if record["split"] == config.eval_split else "train_eval"
         writer.write_scalars(step, {f"{prefix}/{k}": record[k] for k in
                                     ("mean_iou", "pixel_accuracy", "mean_class_accuracy")})
+        writer.write_scalars(step, {f"{prefix}_per_class_iou/{name}": iou for name, iou in
+                                    zip(record["class_names"], record["per_class_iou"])})
     if strips is not None and len(strips):
         writer.write_images(step, {"eval/image_truth_prediction": strips})
     if jax.process_index() == 0:
         latest = {k: records[0][k] for k in ("step", "mean_iou", "pixel_accuracy",
-                                             "mean_class_accuracy", "per_class_iou")}
-        _write_json(os.path.join(workdir, "eval_results.json"), latest)
-        with open(os.path.join(workdir, "eval_history.jsonl"), "a") as f:
-            for record in records:
-                record = {k: v for k, v in record.items() if k != "confusion"}
-                f.write(json.dumps(metrics.to_json_ready(record)) + "\n")
+                                             "mean_class_accuracy", "class_names",
+                                             "per_class_iou")}
+        workdir_io.write_eval_results(workdir, latest)
+        workdir_io.append_eval_history(
+            workdir, [{k: v for k, v in r.items() if k != "confusion"} for r in records])
     logging.info("Eval at step %d: mIoU %.4f, pixel acc %.4f, class acc %.4f", step,
                  scores["mean_iou"], scores["pixel_accuracy"], scores["mean_class_accuracy"])
     return records[0]
@@ -149,11 +141,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
     builder = input_pipeline.get_builder(config)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=1))
+        workdir_io.write_config(workdir, config.to_json_best_effort(indent=1))
 
     segmentor, adversary = steps.build_models(config)
     checkpoints = checkpointing.manager(workdir, config)
+    best = checkpointing.BestTracker(config, workdir)
     state = checkpointing.restore(checkpoints, steps.create_train_state(config, mesh))
     start_step = int(state.step)
     logging.info("Starting at step %d of %d on %d devices (%d processes).", start_step,
@@ -189,17 +181,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
                 scalars["train/skipped_nonfinite_steps"] = skipped
                 writer.write_scalars(step, scalars)
                 logged = []
+            new_best = False
             if step % config.eval_every_steps == 0 or last:
                 with report_progress.timed("eval"):
                     record = _evaluate_and_write(config, workdir, writer, eval_step, state,
                                                  builder, mesh, step)
+                new_best = best.improves(record)
             stopping = terminate.any_process()
-            if step % config.checkpoint_every_steps == 0 or last or stopping:
+            if step % config.checkpoint_every_steps == 0 or last or stopping or new_best:
                 if previous is not None:
                     skipped = _settle(step, previous, config, skipped, logged)
                     previous = None
                 with report_progress.timed("checkpoint"):
-                    checkpointing.save(checkpoints, step, state)
+                    checkpointing.save(checkpoints, step, state,
+                                       best.scores(record) if new_best else None)
+                    if new_best:  # Recorded once on disk: the file never names a lost step.
+                        checkpoints.wait_until_finished()
+                        best.record(step, record, write=jax.process_index() == 0)
             if stopping:
                 checkpoints.wait_until_finished()
                 writer.flush()

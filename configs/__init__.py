@@ -1,1 +1,1 @@
-"""Shims for `--config=configs/NAME.py` from a checkout; the configs are in `advseg_jax/configs/`."""
+"""Shims for `--config=configs/NAME.py` in a checkout; the configs are in advseg_jax/configs/."""

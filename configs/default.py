@@ -1,3 +1,3 @@
-"""Shim: the config lives in `advseg_jax/configs/default.py` (shipped with the package; `--config=default`)."""
+"""Shim: the config is advseg_jax/configs/default.py (shipped; also `--config=default`)."""
 
 from advseg_jax.configs.default import get_config  # noqa: F401

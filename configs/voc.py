@@ -1,3 +1,3 @@
-"""Shim: the config lives in `advseg_jax/configs/voc.py` (shipped with the package; `--config=voc`)."""
+"""Shim: the config is advseg_jax/configs/voc.py (shipped; also `--config=voc`)."""
 
 from advseg_jax.configs.voc import get_config  # noqa: F401

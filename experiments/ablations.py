@@ -13,7 +13,6 @@ writes DIR/results.md, DIR/results.json and the plots.
 """
 
 import importlib.util
-import json
 import os
 import re
 import shlex
@@ -31,6 +30,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from advseg_jax import cli  # noqa: E402
 from advseg_jax import configs  # noqa: E402
+from advseg_jax import workdir_io  # noqa: E402
 
 # `experiments.results` in a checkout, `advseg_jax.experiments.results` in an installed wheel.
 if __package__ in (None, ""):
@@ -72,7 +72,6 @@ SWEEPS: Dict[str, Dict[str, Dict[str, Any]]] = {
     },
 }
 
-MANIFEST = "sweep.json"  # Written into the sweep's workdir; `results.py` reads it.
 _CONFIG_PREFIX = "--config."
 _OVERRIDE = re.compile(r"^(-{1,2})(no)?config\.")
 
@@ -180,10 +179,8 @@ def is_finished(run_dir: str, num_train_steps: Optional[int] = None) -> bool:
     unfinished and is resumed.
     """
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            final_step = json.load(f)["num_train_steps"]
-        with open(os.path.join(run_dir, "eval_results.json")) as f:
-            step = json.load(f)["step"]
+        final_step = workdir_io.read_config(run_dir)["num_train_steps"]
+        step = workdir_io.read_eval_results(run_dir)["step"]
     except (OSError, ValueError, KeyError):
         return False
     if num_train_steps is not None and final_step != num_train_steps:
@@ -198,18 +195,13 @@ def write_manifest(workdir: str, config_path: str, sweep: str, runs: Sequence[Ru
     names = list(dict.fromkeys(run.variant for run in runs))
     manifest = {"sweep": sweep, "config": config_path, "passthrough": list(passthrough),
                 "seeds": sorted({run.seed for run in runs})}
-    path = os.path.join(workdir, MANIFEST)
-    if os.path.exists(path):  # A partial re-run adds to the variants and seeds run before.
-        with open(path) as f:
-            previous = json.load(f)
+    previous = workdir_io.read_manifest(workdir)
+    if previous:  # A partial re-run adds to the variants and seeds run before.
         if previous.get("sweep") == sweep:
             names = set(previous["variants"]) | set(names)
             manifest["seeds"] = sorted(set(previous["seeds"]) | set(manifest["seeds"]))
     manifest["variants"] = {name: variants[name] for name in variants if name in names}
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(path + ".tmp", path)
+    workdir_io.write_manifest(workdir, manifest)
 
 
 def _subprocess_env() -> dict:

@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # Run as a script: make `advseg_jax` importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from advseg_jax import cli  # noqa: E402
 from advseg_jax import dicts  # noqa: E402
+from advseg_jax import workdir_io  # noqa: E402
 
 METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")
 _LABELS = {"mean_iou": "mIoU", "pixel_accuracy": "Pixel acc.", "mean_class_accuracy": "Class acc."}
@@ -40,33 +41,19 @@ _LABELS = {"mean_iou": "mIoU", "pixel_accuracy": "Pixel acc.", "mean_class_accur
 # embedded digit_scenes data has no published numbers at all.
 PAPER_RESULTS: Dict[tuple, Dict[str, float]] = {}
 
-MANIFEST = "sweep.json"
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
-
-
-def _read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
 
 
 def read_history(run_dir: str) -> List[dict]:
     """A run's eval records, one per (step, split): a resumed run's repeated eval keeps the last."""
-    records = {}
-    path = os.path.join(run_dir, "eval_history.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    record = json.loads(line)
-                    records[(record["step"], record["split"])] = record
-    return [records[key] for key in sorted(records)]
+    return workdir_io.read_eval_history(run_dir)
 
 
 def load_run(run_dir: str) -> Optional[dict]:
     """{config, final} of a finished run, None if it is missing or unfinished."""
     try:
-        config = _read_json(os.path.join(run_dir, "config.json"))
-        final = _read_json(os.path.join(run_dir, "eval_results.json"))
+        config = workdir_io.read_config(run_dir)
+        final = workdir_io.read_eval_results(run_dir)
     except (OSError, ValueError):
         return None
     if final.get("step") != config.get("num_train_steps"):
@@ -104,8 +91,7 @@ def differing_keys(configs: Sequence[dict], expected: Sequence[str]) -> List[str
 
 def summarize(workdir: str) -> dict:
     """The content of results.json: one entry per variant with per-metric mean/std over seeds."""
-    manifest_path = os.path.join(workdir, MANIFEST)
-    manifest = _read_json(manifest_path) if os.path.exists(manifest_path) else None
+    manifest = workdir_io.read_manifest(workdir)
     rows, dataset, configs = [], None, []
     for variant in _variant_order(workdir, manifest):
         seed_dirs = sorted((int(m.group(1)), path)

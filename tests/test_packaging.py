@@ -59,7 +59,8 @@ def test_shipped_configs_resolve_by_name_and_paths_pass_through(tmp_path):
 
 def test_config_shims_return_the_shipped_configs():
     for name in configs.names():
-        spec = importlib.util.spec_from_file_location(f"shim_{name}", REPO / "configs" / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"shim_{name}",
+                                                      REPO / "configs" / f"{name}.py")
         shim = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(shim)
         shipped = importlib.import_module(f"advseg_jax.configs.{name}").get_config()
@@ -70,7 +71,7 @@ def test_install_requires_is_the_runtime_part_of_requirements():
     lines = _requirement_lines((REPO / "requirements.txt").read_text())
     runtime = lines[:lines.index("pytest")]  # Tests' requirements start at pytest.
     declared = _requirement_lines(_setup_cfg()["options"]["install_requires"])
-    assert [line.replace(" ", "") for line in declared] == [line.replace(" ", "") for line in runtime]
+    assert [d.replace(" ", "") for d in declared] == [r.replace(" ", "") for r in runtime]
 
 
 def test_constraints_pin_every_direct_requirement_to_the_installed_version():
@@ -161,3 +162,13 @@ def test_wheel_installs_and_trains_outside_the_repository(tmp_path, data_dir):
     result = json.loads((workdir / "eval_results.json").read_text())
     assert result["step"] == 2
     assert json.loads((workdir / "config.json").read_text())["segmentor"]["width"] == 8
+
+
+def test_code_passes_the_repository_lint_configuration():
+    """pyproject.toml's ruff rules; ruff is a development tool, so absent means skipped."""
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install ruff); it is not a runtime dependency.")
+    result = subprocess.run([ruff, "check", "--output-format", "concise", str(REPO)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -74,10 +74,10 @@ def test_markdown_table(sweep_dir):
         table = f.read()
     baseline = np.array(FINAL["baseline"]) * 100
     mean, std = baseline[:, 0].mean(), baseline[:, 0].std(ddof=1)
-    line = next(l for l in table.splitlines() if l.startswith("| baseline |"))
+    line = next(row for row in table.splitlines() if row.startswith("| baseline |"))
     assert f"{mean:.1f} ± {std:.1f}" in line
     assert line.rstrip().endswith("| 3 | — |")  # Three seeds; no paper number for digit_scenes.
-    product = next(l for l in table.splitlines() if l.startswith("| product |"))
+    product = next(row for row in table.splitlines() if row.startswith("| product |"))
     assert "| 2 (+1 unfinished) |" in product and "`adversary.encoding=product`" in product
 
 

@@ -1,4 +1,4 @@
-"""Default config: adversarial training on the embedded `digit_scenes` data, minutes on a laptop CPU.
+"""Default config: adversarial training on the embedded `digit_scenes` data, minutes on a CPU.
 
 Every hyper-parameter lives here; the other configs of this package import this and override
 fields.
@@ -25,9 +25,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 50
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
-    config.keep_checkpoints = 2
+    config.keep_checkpoints = 2  # The latest ones; the best one (below) is kept besides.
+    # Validation metric whose best evaluated checkpoint is kept (saved at the evaluation that
+    # improves it, named in best_checkpoint.json; `--step=best` in evaluate and predict):
+    # "mean_iou" | "pixel_accuracy" | "mean_class_accuracy", or "" for none.
+    config.best_checkpoint_metric = "mean_iou"
     config.num_image_summaries = 4  # Validation examples drawn as image | truth | prediction.
-    # Train-split examples also scored at each eval (no augmentation), for train/val curves (Fig. 4).
+    # Train-split examples also scored at each eval (no augmentation), for train/val curves
+    # (Fig. 4).
     config.num_train_eval_examples = 256
 
     # Weight of the adversarial term in the segmentor loss; 0 is the baseline (no adversary).
