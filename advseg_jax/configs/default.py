@@ -70,6 +70,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.segmentor.warmup_steps = 50
     config.segmentor.momentum = 0.9  # SGD momentum / Adam beta1.
     config.segmentor.weight_decay = 0.0
+    # Settings of the other segmentors, read only by the one `name` selects (each factory reads
+    # its keys once, with no fallback in code); voc.py and stanford_background.py set theirs.
+    config.segmentor.dropout_rate = 0.5  # dilated8: VGG16's fc6/fc7 dropout (Yu & Koltun).
+    config.segmentor.context_module = True  # dilated8: Yu & Koltun's basic context module.
+    config.segmentor.widths = (16, 64, 256)  # multiscale: stage widths (Farabet et al. 2013).
+    config.segmentor.kernel_size = 7  # multiscale (Farabet et al. 2013).
+    config.segmentor.activation = "tanh"  # multiscale: "tanh" | "relu" (Farabet et al.: tanh).
+    config.segmentor.num_scales = 3  # multiscale: pyramid levels 1, 1/2, 1/4 (Farabet et al.).
 
     config.adversary = ml_collections.ConfigDict()
     config.adversary.name = "stanford"  # The paper's two-branch adversary.
@@ -85,5 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.adversary.warmup_steps = 0
     config.adversary.momentum = 0.5  # Adam beta1 0.5, the DCGAN setting for discriminators.
     config.adversary.weight_decay = 0.0
+    # largefov / smallfov (-light): also feed the RGB image next to the map (the paper does
+    # not for Product/Scaling, which already hold it).
+    config.adversary.concat_image = False
     return config
 

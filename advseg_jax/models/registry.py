@@ -73,7 +73,7 @@ def build_adversary(config: ml_collections.ConfigDict) -> nn.Module:
 
 def load_pretrained(config: ml_collections.ConfigDict, params: dict) -> dict:
     """`params` with pretrained weights filled in where `segmentor.pretrained` asks for them."""
-    source = config.segmentor.get("pretrained")
+    source = config.segmentor.pretrained
     if not source:
         return params
     name = config.segmentor.name
