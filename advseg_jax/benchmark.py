@@ -3,6 +3,9 @@
     python -m advseg_jax.benchmark --config=configs/voc.py --config.batch_size=2 \\
         --config.input.crop_size='(64,64)' --format=json
 
+Installed, the same flags work as the `advseg-benchmark` console script (a shipped config can
+be named, e.g. `--config=voc`).
+
 Steps run on synthetic batches of the config's crop size (so VOC needs no dataset, and
 pretrained weights are skipped: values do not change timings); `input_images_per_s` reads the
 real pipeline and is null, with a reason, where the dataset is not prepared in `data_dir`.

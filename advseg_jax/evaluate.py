@@ -3,6 +3,9 @@
     python -m advseg_jax.evaluate --config=configs/voc.py --workdir=DIR \\
         [--step=N|latest|best] [--output=FILE.json] [--config.KEY=VALUE ...]
 
+Installed, the same flags work as the `advseg-evaluate` console script (a shipped config can
+be named, e.g. `--config=voc`).
+
 Pass the config and overrides the run was trained with: they define the networks whose
 checkpoint is restored. The scores come from `evaluation.evaluate` over the whole split, the
 function the training loop calls, so they equal the run's eval_results.json at that step.

@@ -1,4 +1,8 @@
-"""Entry point: `python -m advseg_jax.main --config=configs/default.py --workdir=DIR`."""
+"""Entry point: `python -m advseg_jax.main --config=configs/default.py --workdir=DIR`.
+
+Installed, the same program is the `advseg-train` console script, and a shipped config can be
+named: `advseg-train --config=default --workdir=DIR`.
+"""
 
 import logging as python_logging
 import os

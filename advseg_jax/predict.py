@@ -3,6 +3,9 @@
     python -m advseg_jax.predict --config=configs/voc.py --workdir=DIR \\
         --input=IMAGE_OR_DIR --output=OUT_DIR [--step=N|latest|best] [--config.KEY=VALUE ...]
 
+Installed, the same flags work as the `advseg-predict` console script (a shipped config can
+be named, e.g. `--config=voc`).
+
 For each image `<stem>.jpg|png`, writes OUT_DIR/<stem>.png (the label map as a palette PNG with
 the dataset's colours, so it opens like a VOC mask) and OUT_DIR/<stem>_overlay.png (image |
 image blended with the coloured labels). Images are segmented one at a time at their own size:

@@ -3,6 +3,8 @@
     python -m advseg_jax.prepare_data --dataset=voc2012_segmentation \\
         --data_dir=~/tensorflow_datasets --manual_dir=~/downloads/voc
 
+Installed, the same flags work as the `advseg-prepare-data` console script.
+
 Training builds a missing dataset on first use too; this CLI exists because building VOC+SBD
 takes a while (extracting 3.4 GB of archives) and is better done once, up front, and because
 TFDS 4.9's own `tfds build` needs apache_beam. `--manual_dir` holds source archives fetched by

@@ -2,6 +2,9 @@
 
     python -m advseg_jax.summary --config=configs/voc.py [--format=json] [--config.KEY=VALUE]
 
+Installed, the same flags work as the `advseg-summary` console script (a shipped config can
+be named, e.g. `--config=voc`).
+
 Shapes come from `jax.eval_shape`, so even the 134M-parameter Dilated-8 costs no memory: the
 image shape is `input.crop_size`, the label-map shape is the segmentor's output shape, and its
 channel count is the adversary encoding's.

@@ -4,6 +4,9 @@
         --workdir=/tmp/sweep [--seeds=3] [--steps=500] [--variants=baseline,product] \\
         [--dry_run] [--config.KEY=VALUE ...]
 
+Installed, the same flags work as the `advseg-ablations` console script (a shipped config can
+be named, e.g. `--config=voc`).
+
 Each run is an ordinary training run in DIR/<variant>/seed_<k>, so it resumes from its own
 checkpoints when the sweep is restarted, and a finished run (its eval_results.json is at the
 final step) is skipped. Runs are separate processes, not calls into `train`, so that a crash

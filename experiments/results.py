@@ -2,6 +2,8 @@
 
     python experiments/results.py --workdir=DIR
 
+Installed, the same flags work as the `advseg-results` console script.
+
 DIR holds DIR/<variant>/seed_<k>/ training runs (`experiments/ablations.py` makes them). Only
 finished runs count (last evaluation at the final step), so a table made while a sweep is still
 running never mixes a half-trained seed into a mean. Std is over seeds with ddof=1 (the sample
@@ -111,6 +113,7 @@ def summarize(workdir: str) -> dict:
                        steps=config.get("num_train_steps"))
         for metric in METRICS:
             row[metric] = _stats([run["final"].get(metric) for _, run in finished])
+        row["per_class_iou"] = _per_class_stats([run["final"] for _, run in finished])
         sweep = (manifest or {}).get("sweep")
         row["paper"] = PAPER_RESULTS.get((row.get("dataset"), sweep, variant))
         rows.append(row)
@@ -122,6 +125,32 @@ def summarize(workdir: str) -> dict:
             "passthrough": (manifest or {}).get("passthrough", []), "dataset": dataset,
             "std": "sample std over seeds (ddof=1)", "variants": rows,
             "differing_config_keys": differing_keys(configs, swept)}
+
+
+def _per_class_stats(finals: Sequence[dict]) -> Optional[Dict[str, dict]]:
+    """{class name: stats of its IoU over seeds}, None if the runs predate class names (or have
+    different ones, which would make the columns meaningless)."""
+    names = {tuple(final.get("class_names") or ()) for final in finals}
+    if len(names) != 1 or not next(iter(names)):
+        return None
+    (names,) = names
+    return {name: _stats([final["per_class_iou"][i] for final in finals])
+            for i, name in enumerate(names)}
+
+
+def per_class_markdown(summary: dict) -> List[str]:
+    """Per-class IoU per variant (mean ± std over seeds, in %), columns named by class."""
+    rows = [row for row in summary["variants"] if row.get("per_class_iou")]
+    if not rows:
+        return []
+    names = list(rows[0]["per_class_iou"])
+    lines = ["", "Per-class IoU (%), mean ± std over seeds:", "",
+             "| Variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row in rows:
+        cells = [_percent(row["per_class_iou"][name]) if name in row["per_class_iou"] else "—"
+                 for name in names]
+        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _percent(stats: dict) -> str:
@@ -154,6 +183,7 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {row['variant']} | {_overrides_text(row['overrides'])} | "
                      f"{_percent(row['mean_iou'])} | {_percent(row['pixel_accuracy'])} | "
                      f"{_percent(row['mean_class_accuracy'])} | {seeds} | {paper_text} |")
+    lines += per_class_markdown(summary)
     steps = sorted({row["steps"] for row in summary["variants"] if row.get("steps")})
     if steps:
         lines += ["", f"Training steps per run: {', '.join(map(str, steps))}."]

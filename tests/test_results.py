@@ -27,7 +27,8 @@ def write_run(run_dir, scores, lambda_adv, final_step=STEPS, last_eval=STEPS):
     miou, pixel, klass = scores
     with open(os.path.join(run_dir, "eval_results.json"), "w") as f:
         json.dump({"step": last_eval, "mean_iou": miou, "pixel_accuracy": pixel,
-                   "mean_class_accuracy": klass, "per_class_iou": [miou, None]}, f)
+                   "mean_class_accuracy": klass, "class_names": ["background", "digit_0"],
+                   "per_class_iou": [miou, None]}, f)
     with open(os.path.join(run_dir, "eval_history.jsonl"), "w") as f:
         for step in (10, 20, 30):
             for split, value in (("validation", klass * step / 30), ("train", klass + 0.1)):
@@ -127,3 +128,14 @@ def test_cli(sweep_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| baseline |" in result.stdout
     assert os.path.exists(os.path.join(sweep_dir, "results.md"))
+
+
+def test_per_class_table_is_labelled_with_class_names(sweep_dir):
+    summary = results.write_results(sweep_dir)
+    lines = results.markdown(summary).splitlines()
+    header = lines.index("| Variant | background | digit_0 |")
+    baseline = [m for m, _, _ in FINAL["baseline"]]
+    expected = f"{100 * np.mean(baseline):.1f} ± {100 * np.std(baseline, ddof=1):.1f}"
+    assert lines[header + 2] == f"| baseline | {expected} | — |"  # digit_0 never occurs: null.
+    row = next(r for r in summary["variants"] if r["variant"] == "product")
+    assert list(row["per_class_iou"]) == ["background", "digit_0"]
