@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from advseg_jax import checkpointing
-from advseg_jax import evaluate
 from advseg_jax import evaluation
 from advseg_jax import metrics
 from advseg_jax import train
@@ -95,35 +94,30 @@ def _scripted_evaluation(monkeypatch, values):
     monkeypatch.setattr(evaluation, "evaluate", fake)
 
 
-def test_run_keeps_best_checkpoint_across_resume_and_step_best_restores_it(
+def test_run_keeps_best_checkpoint_across_resume_and_step_best_names_it(
         tiny_config, tmp_path, monkeypatch):
     config = tiny_config
     config.lambda_adv = 0.0
     config.num_train_eval_examples = 0
+    config.num_train_steps = 3
     config.eval_every_steps = 1
     config.checkpoint_every_steps = 100
     config.keep_checkpoints = 1
     workdir = str(tmp_path)
-    _scripted_evaluation(monkeypatch, [0.2, 0.6, 0.4, 0.5, 0.55, 0.58])
-    train.train_and_evaluate(config, workdir)  # Steps 1-4.
+    _scripted_evaluation(monkeypatch, [0.2, 0.6, 0.4, 0.5])
+    train.train_and_evaluate(config, workdir)  # Steps 1-3.
     assert workdir_io.read_best_checkpoint(workdir) == {"metric": "mean_iou", "step": 2,
                                                         "value": 0.6}
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
+
+    config.num_train_steps = 4
+    train.train_and_evaluate(config, workdir)  # Resumed: step 4 does not beat step 2.
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
-
-    config.num_train_steps = 6
-    train.train_and_evaluate(config, workdir)  # Resumed: steps 5-6 do not beat step 2.
-    assert workdir_io.read_best_checkpoint(workdir)["step"] == 2
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "6"]
-    monkeypatch.undo()
-
-    params, step = evaluate.restore_params(config, workdir, checkpointing.BEST)
-    latest_params, latest = evaluate.restore_params(config, workdir)
-    assert (step, latest) == (2, 6)
-    assert not np.array_equal(np.asarray(params["classifier"]["kernel"]),
-                              np.asarray(latest_params["classifier"]["kernel"]))
+    # `--step=best` resolves to it (evaluate's restore of it: tests/test_evaluate.py).
+    assert checkpointing.resolve_step(workdir, checkpointing.BEST) == 2
     os.remove(os.path.join(workdir, workdir_io.BEST_CHECKPOINT))
-    with pytest.raises(evaluate.CheckpointError, match="No best checkpoint recorded"):
-        evaluate.restore_params(config, workdir, checkpointing.BEST)
+    with pytest.raises(FileNotFoundError, match="No best checkpoint recorded"):
+        checkpointing.resolve_step(workdir, checkpointing.BEST)
 
 
 def test_history_and_results_carry_json_nulls_not_nan(tmp_path):
