@@ -3,6 +3,9 @@
     python -m advseg_jax.benchmark --config=configs/voc.py --config.batch_size=2 \\
         --config.input.crop_size='(64,64)' --format=json
 
+Installed, the same flags work as the `advseg-benchmark` console script (a shipped config can
+be named, e.g. `--config=voc`).
+
 Steps run on synthetic batches of the config's crop size (so VOC needs no dataset, and
 pretrained weights are skipped: values do not change timings); `input_images_per_s` reads the
 real pipeline and is null, with a reason, where the dataset is not prepared in `data_dir`.
@@ -37,6 +40,7 @@ from absl import logging
 from ml_collections import config_flags
 
 import advseg_jax.data  # noqa: F401  (registers our TFDS builders)
+from advseg_jax import cli
 from advseg_jax import config_checks
 from advseg_jax import distributed
 from advseg_jax import input_pipeline
@@ -269,7 +273,7 @@ def main(argv: List[str]) -> None:
 
 def run() -> None:
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ cannot tell apart is a checkpoint made for another model (a config mistake: refu
 checkpoint) from one whose files were damaged later (a disk or copy fault: set it aside and
 resume from the one before), and its errors for both are hundreds of lines long. So the saved
 shapes are compared with the template's before anything is restored.
+
+Kept: the latest `config.keep_checkpoints` steps and, when `config.best_checkpoint_metric` is
+set, the step `best_checkpoint.json` names (the best evaluated one; `--step=best`).
 """
 
+import dataclasses
 import os
 import shutil
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import jax
 import ml_collections
@@ -19,22 +23,105 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from advseg_jax import workdir_io
+
 DAMAGED_DIR = "checkpoints_damaged"  # Under the workdir: outside orbax's view, nothing deleted.
 _MAX_REASON_CHARS = 300
+
+BEST = "best"  # `--step=best`: the step recorded in best_checkpoint.json.
+BEST_METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")  # Higher is better.
 
 
 class RestoreError(ValueError):
     """A checkpoint this config cannot resume (the message says what differs, what to do)."""
 
 
+@dataclasses.dataclass
+class KeepRecordedBest:
+    """Orbax preservation policy: keeps the step that the workdir's best_checkpoint.json names.
+
+    The file, not orbax's own metrics, is the record: a step is checkpointed before it is
+    evaluated (a failed evaluation must not cost the training), so its scores do not exist yet
+    when orbax saves it. Read at every decision, so a resumed run keeps its earlier best.
+    """
+
+    workdir: str
+
+    def should_preserve(self, checkpoints: Sequence, *, context) -> Sequence[bool]:
+        del context  # Unused: the decision depends only on the recorded step.
+        best = workdir_io.read_best_checkpoint(self.workdir)
+        return [best is not None and info.step == best["step"] for info in checkpoints]
+
+
 def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+    policies = [ocp.checkpoint_managers.LatestN(n=config.keep_checkpoints)]
+    if config.best_checkpoint_metric:
+        policies.append(KeepRecordedBest(workdir))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies), create=True)
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), workdir_io.CHECKPOINTS),
                                  options=options)
 
 
 def save(checkpoints: ocp.CheckpointManager, step: int, state) -> None:
     checkpoints.save(step, args=ocp.args.StandardSave(state), force=True)
+
+
+def parse_step(text: Optional[str]) -> Union[None, int, str]:
+    """A `--step` value: None or "latest" → None, "best" → BEST, digits → int."""
+    if text in (None, "", "latest"):
+        return None
+    if text == BEST:
+        return BEST
+    if not text.isdigit():
+        raise ValueError(f"--step={text!r}: use a step number, 'latest' or 'best'.")
+    return int(text)
+
+
+def resolve_step(workdir: str, step: Union[None, int, str]) -> Optional[int]:
+    """`step` as a number (None stays None = latest); BEST → the step best_checkpoint.json names."""
+    if step != BEST:
+        return step
+    best = workdir_io.read_best_checkpoint(workdir)
+    if best is None:
+        raise FileNotFoundError(
+            f"No best checkpoint recorded in workdir {workdir!r} ({workdir_io.BEST_CHECKPOINT} "
+            "is missing): the run has not evaluated yet, or it was trained with "
+            "config.best_checkpoint_metric=''. Pass --step=N or leave --step out for the latest.")
+    return best["step"]
+
+
+class BestTracker:
+    """Decides which evaluations are new bests of `config.best_checkpoint_metric`.
+
+    Resumes from the workdir's best_checkpoint.json, so a restarted run keeps comparing against
+    the best of its earlier part.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.metric = config.best_checkpoint_metric
+        self.workdir = workdir
+        recorded = workdir_io.read_best_checkpoint(workdir) if self.metric else None
+        if recorded is not None and recorded["metric"] != self.metric:
+            raise ValueError(
+                f"config.best_checkpoint_metric={self.metric!r} but workdir {workdir!r} keeps its "
+                f"best checkpoint by {recorded['metric']!r} ({workdir_io.BEST_CHECKPOINT}); "
+                "train with the original metric or in a new workdir.")
+        self.value = recorded["value"] if recorded is not None else None
+
+    def improves(self, record: dict) -> bool:
+        """True if `record` (an evaluation) beats every earlier one; NaN never does."""
+        if not self.metric:
+            return False
+        value = record[self.metric]
+        return value == value and (self.value is None or value > self.value)
+
+    def record(self, step: int, record: dict, write: bool = True) -> None:
+        """Call once the step's checkpoint is saved (finished), so the file never names a step
+        that is not on disk. `write`: False on all processes but one."""
+        self.value = float(record[self.metric])
+        if write:
+            workdir_io.write_best_checkpoint(self.workdir, self.metric, step, self.value)
 
 
 def _key_name(key) -> str:

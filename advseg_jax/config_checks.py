@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from advseg_jax import checkpointing
 from advseg_jax import encodings
 from advseg_jax import losses
 from advseg_jax import models
@@ -47,7 +48,7 @@ def config_from_flag(flag_values, name: str = "config") -> ml_collections.Config
         raise ConfigError(f"--{name}={path}: config file {file!r} not found (working directory "
                           f"{os.getcwd()}). Pass a path such as --{name}=configs/default.py.")
     try:
-        value.seed  # Re-raises the deferred load error.
+        _ = value.seed  # Re-raises the deferred load error.
         reason = f"it did not return a ConfigDict but {type(value).__name__}"
     except Exception as error:  # Whatever the config file raised (syntax, import, ...).
         reason = str(error).replace(f"{name}_config", repr(file))
@@ -88,6 +89,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"dtype={config.dtype!r}; valid options: "
                           "['float32', 'bfloat16', 'float16'].")
+    try:
+        class_info.class_names_for(config.dataset, config.num_classes)  # num_classes matches.
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if config.best_checkpoint_metric not in ("", *checkpointing.BEST_METRICS):
+        raise ConfigError(f"Unknown best_checkpoint_metric={config.best_checkpoint_metric!r}; "
+                          f"valid options: {['', *checkpointing.BEST_METRICS]}.")
     devices = jax.device_count()
     for key in ("batch_size", "eval_batch_size"):
         if config[key] <= 0 or config[key] % devices:

@@ -14,7 +14,8 @@ _CLUSTER_HINTS = ("TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"
 def _looks_multi_process() -> bool:
     if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
         return True
-    return any(int(os.environ.get(k, "1") or 1) > 1 for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
+    return any(int(os.environ.get(k, "1") or 1) > 1
+               for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
 
 
 def initialize(coordinator_address: Optional[str], num_processes: Optional[int],

@@ -1,7 +1,10 @@
 """Scores a trained checkpoint on `config.eval_split`, exactly as training's evaluation does.
 
     python -m advseg_jax.evaluate --config=configs/voc.py --workdir=DIR \\
-        [--step=N] [--output=FILE.json] [--config.KEY=VALUE ...]
+        [--step=N|latest|best] [--output=FILE.json] [--config.KEY=VALUE ...]
+
+Installed, the same flags work as the `advseg-evaluate` console script (a shipped config can
+be named, e.g. `--config=voc`).
 
 Pass the config and overrides the run was trained with: they define the networks whose
 checkpoint is restored. The scores come from `evaluation.evaluate` over the whole split, the
@@ -14,7 +17,7 @@ import copy
 import json
 import os
 import sys
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,13 +30,13 @@ from ml_collections import config_flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from advseg_jax import checkpointing  # noqa: E402
+from advseg_jax import cli  # noqa: E402
 from advseg_jax import evaluation  # noqa: E402
 from advseg_jax import input_pipeline  # noqa: E402
-from advseg_jax import metrics  # noqa: E402
 from advseg_jax import sharding  # noqa: E402
 from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import train_step as steps  # noqa: E402
-from advseg_jax import workdir_files  # noqa: E402
+from advseg_jax import workdir_io  # noqa: E402
 
 
 class CheckpointError(FileNotFoundError):
@@ -42,24 +45,31 @@ class CheckpointError(FileNotFoundError):
 
 def config_differences(config: ml_collections.ConfigDict, workdir: str) -> list:
     """'key: given vs trained' for keys that differ from the run's config.json."""
-    trained = workdir_files.read_config(workdir)
+    trained = workdir_io.read_config(workdir)
     if trained is None:
         return []
-    return workdir_files.config_differences(json.loads(config.to_json_best_effort()), trained)
+    return workdir_io.config_differences(json.loads(config.to_json_best_effort()), trained)
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str, step: Optional[int] = None,
+def restore_params(config: ml_collections.ConfigDict, workdir: str,
+                   step: Union[None, int, str] = None,
                    mesh: Optional[jax.sharding.Mesh] = None) -> Tuple[dict, int]:
     """(segmentor params replicated over `mesh`, checkpoint step) from `workdir`.
+
+    `step`: a number, None for the latest, or "best" for the step best_checkpoint.json names.
 
     The full training state is restored because that is what the checkpoint holds; its
     template is built without pretrained weights, which the checkpoint overwrites anyway.
     """
-    directory = os.path.join(workdir, "checkpoints")
+    directory = os.path.join(workdir, workdir_io.CHECKPOINTS)
     if not os.path.isdir(directory):  # Checked first: the manager would create it.
         raise CheckpointError(f"No checkpoint in workdir {workdir!r}: {directory} does not "
                               "exist (available steps: none). Train with python -m "
                               f"advseg_jax.main --workdir={workdir} first.")
+    try:
+        step = checkpointing.resolve_step(workdir, step)
+    except FileNotFoundError as error:
+        raise CheckpointError(str(error)) from error
     manager = checkpointing.manager(workdir, config)
     try:
         available = sorted(manager.all_steps())
@@ -87,8 +97,11 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, step: Option
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        step: Optional[int] = None) -> dict:
-    """{step, split, mean_iou, pixel_accuracy, mean_class_accuracy, per_class_*} (NaN → None)."""
+                        step: Union[None, int, str] = None) -> dict:
+    """{step, split, mean_iou, pixel_accuracy, mean_class_accuracy, class_names, per_class_*}.
+
+    NaN scores (a class absent from the split) become None.
+    """
     mesh = sharding.make_mesh()
     params, step = restore_params(config, workdir, step, mesh)
     builder = input_pipeline.get_builder(config)
@@ -96,7 +109,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     eval_step = steps.make_eval_step(config, mesh, segmentor)
     scores, _ = evaluation.evaluate(config, eval_step, params, builder, mesh, config.eval_split)
     scores.pop("confusion")
-    return metrics.to_json_ready({"step": step, "split": config.eval_split, **scores})
+    return workdir_io.json_ready({"step": step, "split": config.eval_split, **scores})
 
 
 def main(argv: Sequence[str]) -> None:
@@ -105,8 +118,11 @@ def main(argv: Sequence[str]) -> None:
     FLAGS = flags.FLAGS
     tf.config.set_visible_devices([], "GPU")  # tf.data only: keep TensorFlow off accelerators.
     try:
-        result = evaluate_checkpoint(config_checks.config_from_flag(FLAGS), FLAGS.workdir,
-                                     FLAGS.step)
+        step = checkpointing.parse_step(FLAGS.step)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    try:
+        result = evaluate_checkpoint(config_checks.config_from_flag(FLAGS), FLAGS.workdir, step)
     except (CheckpointError, config_checks.ConfigError) as error:
         sys.exit(f"Error: {error}")
     output = FLAGS.output or os.path.join(
@@ -116,14 +132,28 @@ def main(argv: Sequence[str]) -> None:
         with open(output, "w") as f:
             json.dump(result, f, indent=1)
         print(json.dumps(result))
-    logging.info("Step %d on %s: mIoU %.4f (written to %s).", result["step"], result["split"],
-                 result["mean_iou"] or float("nan"), output)
+    logging.info("Step %d on %s: mIoU %.4f (written to %s).\n%s", result["step"],
+                 result["split"], result["mean_iou"] or float("nan"), output,
+                 per_class_table(result))
+
+
+def per_class_table(result: dict) -> str:
+    """One line per class: name, IoU and accuracy in % ('—' for a class absent from the split)."""
+    def percent(value):
+        return "—" if value is None else f"{100 * value:.1f}"
+    width = max(len(name) for name in result["class_names"])
+    lines = [f"{'class':<{width}}  {'IoU %':>6}  {'acc %':>6}"]
+    for name, iou, accuracy in zip(result["class_names"], result["per_class_iou"],
+                                   result["per_class_accuracy"]):
+        lines.append(f"{name:<{width}}  {percent(iou):>6}  {percent(accuracy):>6}")
+    return "\n".join(lines)
 
 
 def _define_flags() -> None:
     """Defined here, not on import, so tests and other tools can import this module's functions."""
     flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.")
-    flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+    flags.DEFINE_string("step", None, "Checkpoint step to evaluate: a number, 'latest' (the "
+                        "default) or 'best' (best by config.best_checkpoint_metric).")
     flags.DEFINE_string("output", None, "JSON file to write (default: "
                         "WORKDIR/evaluate_<split>_<step>.json).")
     config_flags.DEFINE_config_file("config", None, "The run's training config.",
@@ -133,7 +163,7 @@ def _define_flags() -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def _local_rows(array: jax.Array) -> np.ndarray:
     return np.concatenate([np.asarray(s.data) for s in shards])
 
 
-def evaluate(config: ml_collections.ConfigDict, eval_step, params, builder: tfds.core.DatasetBuilder,
+def evaluate(config: ml_collections.ConfigDict, eval_step, params,
+             builder: tfds.core.DatasetBuilder,
              mesh: Mesh, split: str, num_examples: Optional[int] = None,
              num_images: int = 0) -> Tuple[dict, Optional[np.ndarray]]:
     """(scores of `metrics.segmentation_scores` + `confusion`, image|truth|prediction strips).
@@ -34,7 +35,8 @@ def evaluate(config: ml_collections.ConfigDict, eval_step, params, builder: tfds
         confusion += np.asarray(batch_confusion.addressable_data(0), np.int64)
         if num_images and strips is None:
             strips = _strips(config, local, _local_rows(predictions), num_images)
-    scores = metrics.segmentation_scores(confusion)
+    names = class_info.class_names_for(config.dataset, config.num_classes)
+    scores = metrics.segmentation_scores(confusion, names)
     scores["confusion"] = confusion.tolist()
     return scores, strips
 

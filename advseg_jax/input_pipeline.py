@@ -51,7 +51,8 @@ def _to_model_inputs(image: tf.Tensor, mask: tf.Tensor) -> dict:
 
 def train_iterator(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
                    start_step: int = 0) -> Iterator[dict]:
-    """Endless process-local batches {image uint8 [b,h,w,3], label int32 [b,h,w]} from `start_step`."""
+    """Endless process-local batches {image uint8 [b,h,w,3], label int32 [b,h,w]} from
+    `start_step`."""
     num_processes, process = jax.process_count(), jax.process_index()
     local_batch = config.batch_size // num_processes
     inp = config.input
@@ -68,7 +69,8 @@ def train_iterator(config: ml_collections.ConfigDict, builder: tfds.core.Dataset
         image, mask = augment.train_augment(
             image, mask, seed, crop_size=tuple(inp.crop_size),
             min_scale=inp.min_scale * inp.image_scale,
-            max_scale=inp.max_scale * inp.image_scale, random_flip=inp.random_flip, ignore_label=IGNORE_LABEL,
+            max_scale=inp.max_scale * inp.image_scale, random_flip=inp.random_flip,
+            ignore_label=IGNORE_LABEL,
             fill_rgb=tuple(inp.fill_rgb))
         return _to_model_inputs(image, mask)
 

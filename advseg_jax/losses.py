@@ -44,7 +44,8 @@ def segmentor_adversarial_loss(fake_logits: jnp.ndarray, form: str) -> jnp.ndarr
         return binary_cross_entropy(fake_logits, 1.0)
     if form == "saturating":
         return -binary_cross_entropy(fake_logits, 0.0)
-    raise ValueError(f"Unknown adversarial_loss={form!r}; valid options: {list(ADVERSARIAL_FORMS)}.")
+    raise ValueError(f"Unknown adversarial_loss={form!r}; "
+                     f"valid options: {list(ADVERSARIAL_FORMS)}.")
 
 
 def adversary_diagnostics(real_logits: jnp.ndarray, fake_logits: jnp.ndarray) -> dict:

@@ -1,4 +1,8 @@
-"""Entry point: `python -m advseg_jax.main --config=configs/default.py --workdir=DIR`."""
+"""Entry point: `python -m advseg_jax.main --config=configs/default.py --workdir=DIR`.
+
+Installed, the same program is the `advseg-train` console script, and a shipped config can be
+named: `advseg-train --config=default --workdir=DIR`.
+"""
 
 import logging as python_logging
 import os
@@ -14,14 +18,15 @@ from absl import logging
 from ml_collections import config_flags
 
 from advseg_jax import checkpointing
+from advseg_jax import cli
 from advseg_jax import config_checks
 from advseg_jax import distributed
 from advseg_jax import train
-from advseg_jax import workdir_files
+from advseg_jax import workdir_lock
 
 # Refusals whose message says all (what is wrong, what to do): printed without a traceback.
 REFUSALS = (config_checks.ConfigError, checkpointing.RestoreError,
-            workdir_files.WorkdirInUseError)
+            workdir_lock.WorkdirInUseError)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
@@ -34,8 +39,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _quiet_orbax(record) -> bool:
-    """Orbax logs every save's internals at INFO; keep its warnings, drop the rest."""
-    return record.levelno >= python_logging.WARNING or "orbax" not in record.pathname
+    """Orbax logs every save's internals at INFO; keep its warnings, drop the rest.
+
+    Also dropped: its warning on each save without scores, which by design are all saves but
+    those of a new best step (`checkpointing.py`).
+    """
+    if "orbax" not in record.pathname:
+        return True
+    return (record.levelno >= python_logging.WARNING
+            and "did not provide metrics" not in record.getMessage())
 
 
 def main(argv):
@@ -56,7 +68,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,20 @@
 
 Scores are ratios of sums, never means of per-image scores, so every pixel of every image
 weighs the same and the result is independent of batching and device count.
+
+Dependency-light on purpose (numpy and jax.numpy only): the void label is an argument, not an
+import of the data package, which would pull in every TFDS builder.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
-from advseg_jax.data.class_info import IGNORE_LABEL
-
 
 def confusion_matrix(labels: jnp.ndarray, predictions: jnp.ndarray, num_classes: int,
-                     ignore_label: int = IGNORE_LABEL,
-                     weights: Optional[jnp.ndarray] = None) -> jnp.ndarray:
-    """[C, C] int32 counts, rows = true labels, columns = predictions; void pixels skipped.
+                     ignore_label: int, weights: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+    """[C, C] int32 counts, rows = true labels, columns = predictions; `ignore_label` skipped.
 
     `weights` (0/1, labels' shape) masks out padding. Works under jit and shard_map.
     """
@@ -29,13 +29,19 @@ def confusion_matrix(labels: jnp.ndarray, predictions: jnp.ndarray, num_classes:
     return counts.reshape(num_classes, num_classes).astype(jnp.int32)
 
 
-def segmentation_scores(confusion) -> Dict[str, object]:
+def segmentation_scores(confusion,
+                        class_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """mean IoU, pixel accuracy, mean class accuracy, per-class IoU and accuracy.
 
     A class absent from labels and predictions (zero union) has IoU NaN and is left out of the
-    mean; a class absent from the labels has accuracy NaN and is left out likewise.
+    mean; a class absent from the labels has accuracy NaN and is left out likewise. With
+    `class_names`, the scores carry them (`class_names[i]` labels `per_class_*[i]`), so every
+    file they are written to says which class each number is.
     """
     confusion = np.asarray(confusion, dtype=np.float64)
+    if class_names is not None and len(class_names) != len(confusion):
+        raise ValueError(f"{len(class_names)} class names for a {len(confusion)}-class "
+                         f"confusion matrix: {list(class_names)}.")
     true_positive = np.diag(confusion)
     label_count = confusion.sum(axis=1)
     union = label_count + confusion.sum(axis=0) - true_positive
@@ -48,17 +54,7 @@ def segmentation_scores(confusion) -> Dict[str, object]:
         "pixel_accuracy": float(true_positive.sum() / total) if total else float("nan"),
         "mean_class_accuracy": (float(np.nanmean(class_accuracy))
                                 if np.any(label_count > 0) else float("nan")),
+        **({"class_names": list(class_names)} if class_names is not None else {}),
         "per_class_iou": [float(v) for v in iou],
         "per_class_accuracy": [float(v) for v in class_accuracy],
     }
-
-
-def to_json_ready(value):
-    """NaN → None (JSON null), recursively, so `json.dump` writes valid JSON."""
-    if isinstance(value, dict):
-        return {k: to_json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_ready(v) for v in value]
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value

@@ -1,4 +1,4 @@
-"""Optax transform and schedule from a model's sub-config (`config.segmentor` / `config.adversary`)."""
+"""Optax transform and schedule from a model's sub-config (`config.segmentor`/`.adversary`)."""
 
 import ml_collections
 import optax
@@ -18,7 +18,8 @@ def make_schedule(opt_config: ml_collections.ConfigDict, num_steps: int) -> opta
     elif opt_config.schedule == "poly":
         main = optax.polynomial_schedule(lr, 0.0, power=0.9, transition_steps=decay_steps)
     else:
-        raise ValueError(f"Unknown schedule={opt_config.schedule!r}; valid options: {list(SCHEDULES)}.")
+        raise ValueError(f"Unknown schedule={opt_config.schedule!r}; "
+                         f"valid options: {list(SCHEDULES)}.")
     if warmup <= 0:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])

@@ -1,7 +1,10 @@
 """Segments JPEG/PNG images with a trained checkpoint: palette masks and overlays.
 
     python -m advseg_jax.predict --config=configs/voc.py --workdir=DIR \\
-        --input=IMAGE_OR_DIR --output=OUT_DIR [--step=N] [--config.KEY=VALUE ...]
+        --input=IMAGE_OR_DIR --output=OUT_DIR [--step=N|latest|best] [--config.KEY=VALUE ...]
+
+Installed, the same flags work as the `advseg-predict` console script (a shipped config can
+be named, e.g. `--config=voc`).
 
 For each image `<stem>.jpg|png`, writes OUT_DIR/<stem>.png (the label map as a palette PNG with
 the dataset's colours, so it opens like a VOC mask) and OUT_DIR/<stem>_overlay.png (image |
@@ -18,7 +21,7 @@ skipped; the others are still written, and the exit status is 1 at the end.
 
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,6 +36,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from PIL import UnidentifiedImageError  # noqa: E402
 
+from advseg_jax import checkpointing  # noqa: E402
+from advseg_jax import cli  # noqa: E402
 from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import evaluate  # noqa: E402
 from advseg_jax import models  # noqa: E402
@@ -165,7 +170,7 @@ def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str
 
 
 def predict_path(config: ml_collections.ConfigDict, workdir: str, input_path: str,
-                 output_dir: str, step: Optional[int] = None,
+                 output_dir: str, step: Union[None, int, str] = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[List[str], Dict[str, str]]:
     """Finds the images, restores the checkpoint, segments the usable ones.
 
@@ -191,9 +196,13 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.max_pixels < 1:
         raise app.UsageError(f"--max_pixels={FLAGS.max_pixels} must be >= 1.")
     try:
+        step = checkpointing.parse_step(FLAGS.step)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    try:
         config = config_checks.config_from_flag(FLAGS)
         written, failed = predict_path(config, FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                       FLAGS.step, FLAGS.max_pixels)
+                                       step, FLAGS.max_pixels)
     except (InputError, evaluate.CheckpointError, config_checks.ConfigError) as error:
         sys.exit(f"Error: {error}")
     print(f"Wrote {len(written)} masks and overlays to {FLAGS.output}.")
@@ -207,7 +216,8 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.")
     flags.DEFINE_string("input", None, "An image, or a directory of JPEG/PNG images.")
     flags.DEFINE_string("output", None, "Directory for <stem>.png and <stem>_overlay.png.")
-    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    flags.DEFINE_string("step", None, "Checkpoint step: a number, 'latest' (the default) or "
+                        "'best' (best by config.best_checkpoint_metric).")
     flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS,
                          "Images with more pixels (width x height) are skipped, as their "
                          "activations may not fit in memory.")
@@ -218,7 +228,7 @@ def _define_flags() -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
     python -m advseg_jax.prepare_data --dataset=voc2012_segmentation \\
         --data_dir=~/tensorflow_datasets --manual_dir=~/downloads/voc
 
+Installed, the same flags work as the `advseg-prepare-data` console script.
+
 Training builds a missing dataset on first use too; this CLI exists because building VOC+SBD
 takes a while (extracting 3.4 GB of archives) and is better done once, up front, and because
 TFDS 4.9's own `tfds build` needs apache_beam. `--manual_dir` holds source archives fetched by
@@ -19,6 +21,7 @@ import tensorflow_datasets as tfds
 # Registers every advseg_jax builder with TFDS; the two below also explicitly, since this
 # module prepares them.
 import advseg_jax.data  # noqa: F401
+from advseg_jax import cli
 from advseg_jax.data import builder_io
 from advseg_jax.data import stanford_background  # noqa: F401
 from advseg_jax.data import voc2012_segmentation  # noqa: F401
@@ -53,7 +56,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     flags.mark_flags_as_required(["dataset"])
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

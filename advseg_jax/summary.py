@@ -2,6 +2,9 @@
 
     python -m advseg_jax.summary --config=configs/voc.py [--format=json] [--config.KEY=VALUE]
 
+Installed, the same flags work as the `advseg-summary` console script (a shipped config can
+be named, e.g. `--config=voc`).
+
 Shapes come from `jax.eval_shape`, so even the 134M-parameter Dilated-8 costs no memory: the
 image shape is `input.crop_size`, the label-map shape is the segmentor's output shape, and its
 channel count is the adversary encoding's.
@@ -19,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 
+from advseg_jax import cli
 from advseg_jax import encodings
 from advseg_jax import models
 
@@ -102,7 +106,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ from advseg_jax import config_checks
 from advseg_jax import dicts
 from advseg_jax import evaluation
 from advseg_jax import input_pipeline
-from advseg_jax import metrics
 from advseg_jax import sharding
 from advseg_jax import train_step as steps
-from advseg_jax import workdir_files
+from advseg_jax import workdir_io
+from advseg_jax import workdir_lock
 
 
 class NonFiniteError(FloatingPointError):
@@ -78,14 +78,6 @@ def _completing_saves(checkpoints, writer):
     finally:
         checkpoints.wait_until_finished()
         writer.flush()
-
-
-def _write_json(path: str, value) -> None:
-    """Atomic write: readers (the ablation runner) never see half a file."""
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(metrics.to_json_ready(value), f, indent=1)
-    os.replace(temporary, path)
 
 
 def _check_finite(step: int, scalars: dict, config: ml_collections.ConfigDict,
@@ -144,16 +136,17 @@ def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh
         prefix = "eval" if record["split"] == config.eval_split else "train_eval"
         writer.write_scalars(step, {f"{prefix}/{k}": record[k] for k in
                                     ("mean_iou", "pixel_accuracy", "mean_class_accuracy")})
+        writer.write_scalars(step, {f"{prefix}_per_class_iou/{name}": iou for name, iou in
+                                    zip(record["class_names"], record["per_class_iou"])})
     if strips is not None and len(strips):
         writer.write_images(step, {"eval/image_truth_prediction": strips})
     if jax.process_index() == 0:
         latest = {k: records[0][k] for k in ("step", "mean_iou", "pixel_accuracy",
-                                             "mean_class_accuracy", "per_class_iou")}
-        _write_json(os.path.join(workdir, "eval_results.json"), latest)
-        with open(os.path.join(workdir, "eval_history.jsonl"), "a") as f:
-            for record in records:
-                record = {k: v for k, v in record.items() if k != "confusion"}
-                f.write(json.dumps(metrics.to_json_ready(record)) + "\n")
+                                             "mean_class_accuracy", "class_names",
+                                             "per_class_iou")}
+        workdir_io.write_eval_results(workdir, latest)
+        workdir_io.append_eval_history(
+            workdir, [{k: v for k, v in r.items() if k != "confusion"} for r in records])
     logging.info("Eval at step %d: mIoU %.4f, pixel acc %.4f, class acc %.4f", step,
                  scores["mean_iou"], scores["pixel_accuracy"], scores["mean_class_accuracy"])
     return records[0]
@@ -165,8 +158,8 @@ def _restore(config: ml_collections.ConfigDict, workdir: str, checkpoints, mesh)
     config.json is written only after the restore succeeded, so a refused resume leaves the
     trained run's config in place; on resume the keys that changed are listed.
     """
-    saved = workdir_files.read_config(workdir)
-    differences = (workdir_files.config_differences(
+    saved = workdir_io.read_config(workdir)
+    differences = (workdir_io.config_differences(
         json.loads(config.to_json_best_effort()), saved) if saved else [])
     hint = ""
     if differences:
@@ -180,7 +173,7 @@ def _restore(config: ml_collections.ConfigDict, workdir: str, checkpoints, mesh)
                         "config.json (this run vs saved): %s", int(state.step),
                         "; ".join(differences))
     if jax.process_index() == 0:
-        workdir_files.write_config(workdir, config.to_json_best_effort(indent=1))
+        workdir_io.write_config(workdir, config.to_json_best_effort(indent=1))
     return state
 
 
@@ -195,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
     config_checks.validate_config(config)
     config_checks.check_input_sizes(config)
     os.makedirs(workdir, exist_ok=True)
-    with workdir_files.locked(workdir):
+    with workdir_lock.locked(workdir):
         return _train_locked(config, workdir)
 
 
@@ -204,6 +197,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
     builder = input_pipeline.get_builder(config)
     config_checks.check_dataset(config, builder)
     segmentor, adversary = steps.build_models(config)
+    best = checkpointing.BestTracker(config, workdir)
     checkpoints = checkpointing.manager(workdir, config)
     state = _restore(config, workdir, checkpoints, mesh)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -221,6 +215,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
         logging.info("Evaluating step %d, checkpointed but not evaluated before.", start_step)
         record = _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh,
                                      start_step)
+        _track_best(best, checkpoints, start_step, record)
     batches = input_pipeline.train_iterator(config, builder, start_step)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
@@ -249,23 +244,37 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
                 writer.write_scalars(step, scalars)
                 logged = []
             stopping = terminate.any_process()
+            evaluating = _is_eval_step(config, step)
             # Checkpoint before evaluating: a failing evaluation must not cost the training.
-            if step % config.checkpoint_every_steps == 0 or last or stopping:
+            # With a best metric every evaluated step is saved, so it can become the best.
+            if (step % config.checkpoint_every_steps == 0 or last or stopping
+                    or (evaluating and best.metric)):
                 if previous is not None:
                     skipped = _settle(step, previous, config, skipped, logged, start_step)
                     previous = None
                 with report_progress.timed("checkpoint"):
                     checkpointing.save(checkpoints, step, state)
-            if _is_eval_step(config, step):
+            if evaluating:
                 with report_progress.timed("eval"):
                     record = _evaluate_and_write(config, workdir, writer, eval_step, state,
                                                  builder, mesh, step)
+                _track_best(best, checkpoints, step, record)
             if stopping:
                 checkpoints.wait_until_finished()
                 writer.flush()
                 logging.warning("Stopped by SIGTERM after checkpointing step %d.", step)
                 return None
     return record
+
+
+def _track_best(best: checkpointing.BestTracker, checkpoints, step: int, record: dict) -> None:
+    """Records `step` (already checkpointed) as the best if its evaluation beats the earlier ones.
+
+    Written once the checkpoint is on disk, so best_checkpoint.json never names a lost step.
+    """
+    if best.improves(record):
+        checkpoints.wait_until_finished()
+        best.record(step, record, write=jax.process_index() == 0)
 
 
 def _is_eval_step(config: ml_collections.ConfigDict, step: int) -> bool:
@@ -277,7 +286,7 @@ def _missed_eval(config: ml_collections.ConfigDict, workdir: str, step: int) -> 
 
     Process 0's reading decides for all, since every process must run the evaluation or none.
     """
-    missed = _is_eval_step(config, step) and step not in workdir_files.evaluated_steps(
+    missed = _is_eval_step(config, step) and step not in workdir_io.evaluated_steps(
         workdir, config.eval_split)
     if jax.process_count() > 1:
         missed = bool(multihost_utils.broadcast_one_to_all(np.array(missed)))

@@ -4,6 +4,9 @@
         --workdir=/tmp/sweep [--seeds=3] [--steps=500] [--variants=baseline,product] \\
         [--dry_run] [--config.KEY=VALUE ...]
 
+Installed, the same flags work as the `advseg-ablations` console script (a shipped config can
+be named, e.g. `--config=voc`).
+
 Each run is an ordinary training run in DIR/<variant>/seed_<k>, so it resumes from its own
 checkpoints when the sweep is restarted, and a finished run (its eval_results.json is at the
 final step) is skipped. Runs are separate processes, not calls into `train`, so that a crash
@@ -12,7 +15,7 @@ very same commands to a cluster or a notebook. When all runs are done, `experime
 writes DIR/results.md, DIR/results.json and the plots.
 """
 
-import json
+import importlib.util
 import os
 import re
 import shlex
@@ -20,16 +23,23 @@ import subprocess
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):  # Run as a script: make `experiments` and `configs` importable.
-    sys.path.insert(0, _REPO)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from experiments import results  # noqa: E402
+from advseg_jax import cli  # noqa: E402
+from advseg_jax import configs  # noqa: E402
+from advseg_jax import workdir_io  # noqa: E402
+
+# `experiments.results` in a checkout, `advseg_jax.experiments.results` in an installed wheel.
+if __package__ in (None, ""):
+    from experiments import results  # noqa: E402
+else:
+    from . import results  # noqa: E402
 
 # Tuning on fold 0 without its test images: train on the first 80 % of the training split,
 # score on the last 20 % (TFDS split slicing): 30 epochs of those 458 images at batch 8.
@@ -84,7 +94,6 @@ SWEEPS: Dict[str, Dict[str, Dict[str, Any]]] = {
     },
 }
 
-MANIFEST = "sweep.json"  # Written into the sweep's workdir; `results.py` reads it.
 _CONFIG_PREFIX = "--config."
 _OVERRIDE = re.compile(r"^(-{1,2})(no)?config\.")
 
@@ -192,10 +201,8 @@ def is_finished(run_dir: str, num_train_steps: Optional[int] = None) -> bool:
     unfinished and is resumed.
     """
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            final_step = json.load(f)["num_train_steps"]
-        with open(os.path.join(run_dir, "eval_results.json")) as f:
-            step = json.load(f)["step"]
+        final_step = workdir_io.read_config(run_dir)["num_train_steps"]
+        step = workdir_io.read_eval_results(run_dir)["step"]
     except (OSError, ValueError, KeyError):
         return False
     if num_train_steps is not None and final_step != num_train_steps:
@@ -210,24 +217,20 @@ def write_manifest(workdir: str, config_path: str, sweep: str, runs: Sequence[Ru
     names = list(dict.fromkeys(run.variant for run in runs))
     manifest = {"sweep": sweep, "config": config_path, "passthrough": list(passthrough),
                 "seeds": sorted({run.seed for run in runs})}
-    path = os.path.join(workdir, MANIFEST)
-    if os.path.exists(path):  # A partial re-run adds to the variants and seeds run before.
-        with open(path) as f:
-            previous = json.load(f)
+    previous = workdir_io.read_manifest(workdir)
+    if previous:  # A partial re-run adds to the variants and seeds run before.
         if previous.get("sweep") == sweep:
             names = set(previous["variants"]) | set(names)
             manifest["seeds"] = sorted(set(previous["seeds"]) | set(manifest["seeds"]))
     manifest["variants"] = {name: variants[name] for name in variants if name in names}
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(path + ".tmp", path)
+    workdir_io.write_manifest(workdir, manifest)
 
 
 def _subprocess_env() -> dict:
-    """The runs import `advseg_jax` and `configs` from this checkout even if it is not installed."""
+    """The runs import the `advseg_jax` this runner sees (a checkout's, or the installed one)."""
+    root = os.path.dirname(os.path.dirname(importlib.util.find_spec("advseg_jax").origin))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -313,7 +316,8 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
     config = FLAGS.config  # Parsed with the overrides: a bad key fails here, before any run.
-    config_path = FLAGS["config"].config_filename
+    # A shipped config is recorded and passed on by name: the manifest stays portable.
+    config_path = configs.name_of(FLAGS["config"].config_filename)
     try:
         failed = run_sweep(config_path, FLAGS.sweep, FLAGS.workdir, FLAGS.seeds, FLAGS.steps,
                            split_passthrough(sys.argv[1:]), FLAGS.variants, FLAGS.dry_run,
@@ -327,7 +331,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

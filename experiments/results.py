@@ -2,6 +2,8 @@
 
     python experiments/results.py --workdir=DIR
 
+Installed, the same flags work as the `advseg-results` console script.
+
 DIR holds DIR/<variant>/seed_<k>/ training runs (`experiments/ablations.py` makes them). Only
 finished runs count (last evaluation at the final step), so a table made while a sweep is still
 running never mixes a half-trained seed into a mean. Std is over seeds with ddof=1 (the sample
@@ -29,8 +31,9 @@ import numpy as np  # noqa: E402
 
 if __package__ in (None, ""):  # Run as a script: make `advseg_jax` importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advseg_jax import cli  # noqa: E402
 from advseg_jax import dicts  # noqa: E402
-from advseg_jax import workdir_files  # noqa: E402
+from advseg_jax import workdir_io  # noqa: E402
 
 METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")
 _LABELS = {"mean_iou": "mIoU", "pixel_accuracy": "Pixel acc.", "mean_class_accuracy": "Class acc."}
@@ -59,29 +62,20 @@ VERDICT = "verdict.md"
 # Flags whose values are paths on one machine: results.json shows them as placeholders.
 _PLACEHOLDERS = {"data_dir": "DATA_DIR", "manual_dir": "MANUAL_DIR"}
 
-MANIFEST = "sweep.json"
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
 
 
-def _read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
-
-
 def read_history(run_dir: str) -> List[dict]:
-    """A run's eval records, one per (step, split): a resumed run's repeated eval keeps the last."""
-    records = {}
-    # A run killed mid-write leaves a torn last line: read_jsonl warns and skips it.
-    for record in workdir_files.read_jsonl(os.path.join(run_dir, "eval_history.jsonl")):
-        records[(record["step"], record["split"])] = record
-    return [records[key] for key in sorted(records)]
+    """A run's eval records, one per (step, split): a resumed run's repeated eval keeps the last;
+    a line torn by a killed run is skipped with a warning."""
+    return workdir_io.read_eval_history(run_dir)
 
 
 def load_run(run_dir: str) -> Optional[dict]:
     """{config, final} of a finished run, None if it is missing or unfinished."""
     try:
-        config = _read_json(os.path.join(run_dir, "config.json"))
-        final = _read_json(os.path.join(run_dir, "eval_results.json"))
+        config = workdir_io.read_config(run_dir)
+        final = workdir_io.read_eval_results(run_dir)
     except (OSError, ValueError):
         return None
     if final.get("step") != config.get("num_train_steps"):
@@ -119,8 +113,7 @@ def differing_keys(configs: Sequence[dict], expected: Sequence[str]) -> List[str
 
 def summarize(workdir: str) -> dict:
     """The content of results.json: one entry per variant with per-metric mean/std over seeds."""
-    manifest_path = os.path.join(workdir, MANIFEST)
-    manifest = _read_json(manifest_path) if os.path.exists(manifest_path) else None
+    manifest = workdir_io.read_manifest(workdir)
     rows, dataset, configs = [], None, []
     for variant in _variant_order(workdir, manifest):
         seed_dirs = sorted((int(m.group(1)), path)
@@ -140,6 +133,7 @@ def summarize(workdir: str) -> dict:
                        steps=config.get("num_train_steps"))
         for metric in METRICS:
             row[metric] = _stats([run["final"].get(metric) for _, run in finished])
+        row["per_class_iou"] = _per_class_stats([run["final"] for _, run in finished])
         sweep = (manifest or {}).get("sweep")
         row["paper"] = PAPER_RESULTS.get(_paper_key(row.get("dataset"), sweep, variant))
         rows.append(row)
@@ -178,6 +172,32 @@ def recipe(manifest: dict) -> dict:
     return {"config": manifest["config"], "sweep": manifest["sweep"],
             "passthrough": passthrough, "variants": manifest["variants"],
             "seeds": manifest["seeds"], "command": " ".join(shlex.quote(c) for c in command)}
+
+
+def _per_class_stats(finals: Sequence[dict]) -> Optional[Dict[str, dict]]:
+    """{class name: stats of its IoU over seeds}, None if the runs predate class names (or have
+    different ones, which would make the columns meaningless)."""
+    names = {tuple(final.get("class_names") or ()) for final in finals}
+    if len(names) != 1 or not next(iter(names)):
+        return None
+    (names,) = names
+    return {name: _stats([final["per_class_iou"][i] for final in finals])
+            for i, name in enumerate(names)}
+
+
+def per_class_markdown(summary: dict) -> List[str]:
+    """Per-class IoU per variant (mean ± std over seeds, in %), columns named by class."""
+    rows = [row for row in summary["variants"] if row.get("per_class_iou")]
+    if not rows:
+        return []
+    names = list(rows[0]["per_class_iou"])
+    lines = ["", "Per-class IoU (%), mean ± std over seeds:", "",
+             "| Variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row in rows:
+        cells = [_percent(row["per_class_iou"][name]) if name in row["per_class_iou"] else "—"
+                 for name in names]
+        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _percent(stats: dict) -> str:
@@ -229,6 +249,7 @@ def markdown(summary: dict) -> str:
                      f"{_percent(row['mean_iou'])} | {_percent(row['pixel_accuracy'])} | "
                      f"{_percent(row['mean_class_accuracy'])} |{train} {seeds} | "
                      f"{_paper_text(row['paper'])} |")
+    lines += per_class_markdown(summary)
     steps = sorted({row["steps"] for row in summary["variants"] if row.get("steps")})
     if steps:
         lines += ["", f"Training steps per run: {', '.join(map(str, steps))}."]
@@ -386,8 +407,8 @@ def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accu
                 if all(v is not None for v in std):
                     std = 100 * np.array(std)
                     ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15)
-            paper = PAPER_CURVES.get(
-                _paper_key(summary.get("dataset"), summary.get("sweep"), row["variant"]), {}).get(split)
+            key = _paper_key(summary.get("dataset"), summary.get("sweep"), row["variant"])
+            paper = PAPER_CURVES.get(key, {}).get(split)
             if paper and use_epochs and metric == "mean_class_accuracy":
                 ax.plot(*zip(*paper), linestyle="none", marker="s" if colour == "k" else "^",
                         color=colour, markerfacecolor="none", clip_on=False,
@@ -429,15 +450,15 @@ def write_results(workdir: str) -> dict:
 
 
 # What a committed sweep keeps of each run: enough to re-aggregate and to check a re-run.
-RUN_FILES = ("config.json", "eval_history.jsonl", "eval_results.json")
+RUN_FILES = (workdir_io.CONFIG, workdir_io.EVAL_HISTORY, workdir_io.EVAL_RESULTS)
 
 
 def export(workdir: str, destination: str) -> None:
     """Copies the sweep's manifest and each finished run's RUN_FILES (no checkpoints, events or
     logs; an unfinished run is left out until it finishes)."""
     finished = [d for d in glob.glob(os.path.join(workdir, "*", "seed_*")) if load_run(d)]
-    for path in [os.path.join(workdir, MANIFEST), os.path.join(workdir, VERDICT)] + [
-            os.path.join(d, name) for d in finished for name in RUN_FILES]:
+    sweep_files = [os.path.join(workdir, name) for name in (workdir_io.SWEEP_MANIFEST, VERDICT)]
+    for path in sweep_files + [os.path.join(d, name) for d in finished for name in RUN_FILES]:
         if os.path.exists(path):
             target = os.path.join(destination, os.path.relpath(path, workdir))
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -463,7 +484,7 @@ def run() -> None:
     flags.DEFINE_string("export_dir", None, "If set, copy the sweep there without checkpoints, "
                         "events or logs (e.g. experiments/results/NAME) and write results there.")
     flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ def test_finished_runs_are_skipped(tmp_path, monkeypatch):
                    os.path.join("non_saturating", "seed_1"), os.path.join("saturating", "seed_1")]
 
 
+@pytest.mark.slow
 def test_tiny_sweep_end_to_end(tmp_path, data_dir):
     from configs import default
     default_lambda = default.get_config().lambda_adv

@@ -9,6 +9,7 @@ import pytest
 
 from advseg_jax import evaluate
 from advseg_jax import train
+from advseg_jax.data import class_info
 from experiments import ablations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,9 +42,13 @@ def trained(tmp_path_factory, data_dir):
     return config, workdir
 
 
-def _training_eval(workdir, step):
+def _read_history(workdir):
     with open(os.path.join(workdir, "eval_history.jsonl")) as f:
-        records = [json.loads(line) for line in f]
+        return [json.loads(line) for line in f]
+
+
+def _training_eval(workdir, step):
+    records = _read_history(workdir)
     return next(r for r in records if r["step"] == step and r["split"] == "validation")
 
 
@@ -67,6 +72,20 @@ def test_cli_equals_training_eval_results(trained, tmp_path):
     for key, value in expected.items():
         assert written[key] == value, key  # Bit-identical: the same code on the same data.
     assert written["split"] == "validation"
+    assert written["class_names"] == list(class_info.DIGIT_SCENES_CLASSES)
+    # The per-class table on stderr: one line per class, named.
+    for name, iou in zip(written["class_names"], written["per_class_iou"]):
+        cell = "—" if iou is None else f"{100 * iou:.1f}"
+        assert any(line.split()[-3:-1] == [name, cell] for line in result.stderr.splitlines()), name
+
+
+def test_step_best_is_the_best_validation_step_of_the_history(trained):
+    config, workdir = trained
+    history = [r for r in _read_history(workdir) if r["split"] == "validation"]
+    best = max(history, key=lambda r: (r["mean_iou"], -r["step"]))  # First of equal scores.
+    scores = evaluate.evaluate_checkpoint(config, workdir, step="best")
+    assert scores["step"] == best["step"]
+    assert scores["mean_iou"] == best["mean_iou"]
 
 
 def test_earlier_step_equals_that_step_s_training_eval(trained):

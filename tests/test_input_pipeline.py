@@ -62,12 +62,14 @@ def test_eval_covers_every_pixel_of_every_image_once_across_processes(tiny_confi
         batch_counts.append(len(batches))
         for batch in batches:
             assert batch["image"].shape == (6, 50, 52, 3)
-            for image, label, pixel_mask in zip(batch["image"], batch["label"], batch["pixel_mask"]):
+            for image, label, pixel_mask in zip(batch["image"], batch["label"],
+                                                batch["pixel_mask"]):
                 if pixel_mask.any():
                     assert pixel_mask[:48, :48].all() and not pixel_mask[48:].any()
                     assert (label[~pixel_mask] == 255).all()
                     seen.append((image[:48, :48].tobytes(), label[:48, :48].tobytes()))
     assert batch_counts[0] == batch_counts[1]  # Equal collective steps on every process.
-    expected = sorted((e["image"].tobytes(), e["segmentation_mask"][..., 0].astype(np.int32).tobytes())
+    expected = sorted((e["image"].tobytes(),
+                       e["segmentation_mask"][..., 0].astype(np.int32).tobytes())
                       for e in reference)
     assert sorted(seen) == expected

@@ -50,7 +50,8 @@ def test_segmentor_term_forms():
     assert float(saturating) == pytest.approx(np.mean(np.log(1 - sigmoid(fake))), rel=1e-6)
     # Both push a(x, s(x)) up; the non-saturating one pushes harder when the adversary wins.
     confident = jnp.array([-6.0])
-    g_ns = jax.grad(lambda x: losses.segmentor_adversarial_loss(x, "non_saturating").sum())(confident)
+    g_ns = jax.grad(
+        lambda x: losses.segmentor_adversarial_loss(x, "non_saturating").sum())(confident)
     g_s = jax.grad(lambda x: losses.segmentor_adversarial_loss(x, "saturating").sum())(confident)
     assert float(g_ns[0]) < float(g_s[0]) < 0
     with pytest.raises(ValueError, match="adversarial_loss='minimax'.*non_saturating"):

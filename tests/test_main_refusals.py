@@ -14,7 +14,7 @@ from advseg_jax import checkpointing
 from advseg_jax import sharding
 from advseg_jax import train
 from advseg_jax import train_step as steps
-from advseg_jax import workdir_files
+from advseg_jax import workdir_lock
 
 
 def _error_lines(log: str, name: str) -> list:
@@ -30,7 +30,7 @@ def test_a_workdir_in_use_is_refused_naming_the_process(tiny_config, tmp_path):
     try:
         holder = {"pid": sleeper.pid, "host": socket.gethostname(), "started": "earlier"}
         (tmp_path / "lock").write_text(json.dumps(holder))
-        with pytest.raises(workdir_files.WorkdirInUseError,
+        with pytest.raises(workdir_lock.WorkdirInUseError,
                            match=f"in use by process {sleeper.pid} on host {socket.gethostname()}"):
             train.train_and_evaluate(tiny_config, str(tmp_path))
     finally:

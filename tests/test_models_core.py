@@ -18,7 +18,8 @@ def test_digit_net_parameter_count_and_stride(tiny_config):
     params = segmentor.init(jax.random.key(0), images)["params"]
     w, c = 16, tiny_config.num_classes
     conv = lambda k, cin, cout: k * k * cin * cout + cout
-    expected = (conv(3, 3, w) + conv(3, w, 2 * w) + conv(3, 2 * w, 4 * w) + 2 * conv(3, 4 * w, 4 * w)
+    expected = (conv(3, 3, w) + conv(3, w, 2 * w) + conv(3, 2 * w, 4 * w)
+                + 2 * conv(3, 4 * w, 4 * w)
                 + conv(3, 6 * w, 2 * w) + conv(1, 2 * w, c))
     assert _count(params) == expected == 125_483
     assert segmentor.apply({"params": params}, images).shape == (2, 24, 20, c)

@@ -12,6 +12,8 @@ import pytest
 import main_runs
 from main_runs import NUM_STEPS
 
+pytestmark = pytest.mark.slow
+
 # Two processes compiling at once on a small CPU: LLVM -O0 cuts their compile time (jit(init)
 # ~10x); it only changes rounding, which the tolerance covers anyway.
 _FAST_COMPILE = "--xla_backend_optimization_level=0"

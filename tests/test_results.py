@@ -29,7 +29,8 @@ def write_run(run_dir, scores, lambda_adv, final_step=STEPS, last_eval=STEPS):
     miou, pixel, klass = scores
     with open(os.path.join(run_dir, "eval_results.json"), "w") as f:
         json.dump({"step": last_eval, "mean_iou": miou, "pixel_accuracy": pixel,
-                   "mean_class_accuracy": klass, "per_class_iou": [miou, None]}, f)
+                   "mean_class_accuracy": klass, "class_names": ["background", "digit_0"],
+                   "per_class_iou": [miou, None]}, f)
     with open(os.path.join(run_dir, "eval_history.jsonl"), "w") as f:
         for step in (10, 20, 30):
             for split, value in (("validation", klass * step / 30), ("train", klass + 0.1)):
@@ -76,10 +77,10 @@ def test_markdown_table(sweep_dir):
         table = f.read()
     baseline = np.array(FINAL["baseline"]) * 100
     mean, std = baseline[:, 0].mean(), baseline[:, 0].std(ddof=1)
-    line = next(l for l in table.splitlines() if l.startswith("| baseline |"))
+    line = next(row for row in table.splitlines() if row.startswith("| baseline |"))
     assert f"{mean:.1f} ± {std:.1f}" in line
     assert line.rstrip().endswith("| 3 | — |")  # Three seeds; no paper number for digit_scenes.
-    product = next(l for l in table.splitlines() if l.startswith("| product |"))
+    product = next(row for row in table.splitlines() if row.startswith("| product |"))
     assert "| 2 (+1 unfinished) |" in product and "`adversary.encoding=product`" in product
 
 
@@ -226,3 +227,14 @@ def test_export_keeps_only_what_a_committed_sweep_needs(fig4_dir, tmp_path):
     assert kept == sorted(runs + ["sweep.json", "verdict.md"])
     shutil.rmtree(unfinished)  # Left out of the export, so out of the comparison too.
     assert results.summarize(destination)["curves"] == results.summarize(fig4_dir)["curves"]
+
+
+def test_per_class_table_is_labelled_with_class_names(sweep_dir):
+    summary = results.write_results(sweep_dir)
+    lines = results.markdown(summary).splitlines()
+    header = lines.index("| Variant | background | digit_0 |")
+    baseline = [m for m, _, _ in FINAL["baseline"]]
+    expected = f"{100 * np.mean(baseline):.1f} ± {100 * np.std(baseline, ddof=1):.1f}"
+    assert lines[header + 2] == f"| baseline | {expected} | — |"  # digit_0 never occurs: null.
+    row = next(r for r in summary["variants"] if r["variant"] == "product")
+    assert list(row["per_class_iou"]) == ["background", "digit_0"]

@@ -18,6 +18,8 @@ import pytest
 import main_runs
 from main_runs import NUM_STEPS
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_dir):

@@ -84,9 +84,11 @@ def test_nonfinite_step_is_not_applied(tiny_config):
     assert scalars["nonfinite_segmentor"] == 1.0
     after = jax.device_get(state)
     assert int(after.segmentor.step) == 1  # The step counts, its update does not.
-    for a, b in zip(jax.tree.leaves(before.segmentor.params), jax.tree.leaves(after.segmentor.params)):
+    for a, b in zip(jax.tree.leaves(before.segmentor.params),
+                    jax.tree.leaves(after.segmentor.params)):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(jax.tree.leaves(before.adversary.params), jax.tree.leaves(after.adversary.params)):
+    for a, b in zip(jax.tree.leaves(before.adversary.params),
+                    jax.tree.leaves(after.adversary.params)):
         np.testing.assert_array_equal(a, b)
 
 

@@ -105,7 +105,8 @@ def _dilated8_config(pretrained):
     config.num_classes = 3
     config.dtype = "float32"
     config.segmentor = ml_collections.ConfigDict(
-            {"name": "dilated8", "pretrained": pretrained, "context_module": True})
+            {"name": "dilated8", "pretrained": pretrained, "context_module": True,
+             "dropout_rate": 0.5})
     return config
 
 

@@ -1,6 +1,6 @@
 """Class names, palettes and the void label: defined once, used by data, metrics and predict."""
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -53,6 +53,23 @@ def class_names(dataset: str) -> Sequence[str]:
     if base not in _CLASSES:
         raise ValueError(f"Unknown dataset {dataset!r}; known: {sorted(_CLASSES)}.")
     return _CLASSES[base]
+
+
+def class_names_for(dataset: str, num_classes: int) -> Tuple[str, ...]:
+    """The names that label every per-class score of a run on `dataset` with `num_classes`.
+
+    Raises ValueError if `num_classes` disagrees with the dataset's classes (the per-class
+    scores would be mislabelled and the classifier's output size wrong). A TFDS dataset that is
+    not one of ours has no names here: its classes are called class_0, class_1, ...
+    """
+    base = dataset.split("/")[0].split(":")[0]
+    if base not in _CLASSES:
+        return tuple(f"class_{i}" for i in range(num_classes))
+    names = tuple(_CLASSES[base])
+    if len(names) != num_classes:
+        raise ValueError(f"num_classes={num_classes} but dataset {dataset!r} has {len(names)} "
+                         f"classes ({', '.join(names)}); set num_classes={len(names)}.")
+    return names
 
 
 def palette(dataset: str) -> np.ndarray:

@@ -13,3 +13,6 @@ from advseg_jax.models.registry import build_adversary
 from advseg_jax.models.registry import build_segmentor
 from advseg_jax.models.registry import load_pretrained
 from advseg_jax.models.registry import segmentor_names
+
+__all__ = ["adversary_names", "build_adversary", "build_segmentor", "load_pretrained",
+           "segmentor_names"]

@@ -41,5 +41,5 @@ class TwoBranchAdversary(nn.Module):
 
 @registry.register_adversary("stanford")
 def _stanford(config: ml_collections.ConfigDict) -> nn.Module:
-    return TwoBranchAdversary(width_divisor=config.adversary.get("width_divisor", 1),
+    return TwoBranchAdversary(width_divisor=config.adversary.width_divisor,
                               dtype=jnp.dtype(config.dtype))

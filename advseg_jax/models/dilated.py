@@ -71,10 +71,9 @@ class Dilated8(nn.Module):
 
 @registry.register_segmentor("dilated8")
 def _dilated8(config: ml_collections.ConfigDict) -> nn.Module:
-    # Defaults are Yu & Koltun's (VGG's dropout 0.5, context module on); configs/voc.py sets them.
     return Dilated8(num_classes=config.num_classes,
-                    dropout_rate=config.segmentor.get("dropout_rate", 0.5),
-                    context_module=config.segmentor.get("context_module", True),
+                    dropout_rate=config.segmentor.dropout_rate,
+                    context_module=config.segmentor.context_module,
                     dtype=jnp.dtype(config.dtype))
 
 

@@ -76,7 +76,7 @@ def _factory(name: str):
 
     def build(config: ml_collections.ConfigDict) -> nn.Module:
         return FovAdversary(stages=stages, output_kernel=output_kernel,
-                            concat_image=config.adversary.get("concat_image", False),
+                            concat_image=config.adversary.concat_image,
                             dtype=jnp.dtype(config.dtype))
 
     return build

@@ -94,11 +94,8 @@ class MultiscaleNet(nn.Module):
 
 @registry.register_segmentor("multiscale")
 def _multiscale(config: ml_collections.ConfigDict) -> nn.Module:
-    # Defaults are Farabet et al.'s; configs/stanford_background.py sets them explicitly.
     seg = config.segmentor
-    return MultiscaleNet(num_classes=config.num_classes,
-                         widths=tuple(seg.get("widths", FARABET_WIDTHS)),
-                         kernel_size=seg.get("kernel_size", FARABET_KERNEL),
-                         activation=seg.get("activation", "tanh"),
-                         num_scales=seg.get("num_scales", FARABET_SCALES),
+    return MultiscaleNet(num_classes=config.num_classes, widths=tuple(seg.widths),
+                         kernel_size=seg.kernel_size, activation=seg.activation,
+                         num_scales=seg.num_scales,
                          dtype=jnp.dtype(config.dtype))

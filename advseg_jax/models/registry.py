@@ -45,7 +45,7 @@ def register_adversary(name: str):
 
 
 def register_pretrained_loader(segmentor_name: str):
-    """Registers `loader(config, params) -> params` used when `config.segmentor.pretrained` is set."""
+    """Registers `loader(config, params) -> params`, used when `segmentor.pretrained` is set."""
     return _register(_PRETRAINED, "Pretrained loader", segmentor_name)
 
 
@@ -72,8 +72,8 @@ def build_adversary(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 def load_pretrained(config: ml_collections.ConfigDict, params: dict) -> dict:
-    """Returns `params` with pretrained weights filled in where `segmentor.pretrained` asks for them."""
-    source = config.segmentor.get("pretrained")
+    """`params` with pretrained weights filled in where `segmentor.pretrained` asks for them."""
+    source = config.segmentor.pretrained
     if not source:
         return params
     name = config.segmentor.name

@@ -1,11 +1,11 @@
-"""The workdir's own files: the lock, config.json and eval_history.jsonl.
+"""The workdir lock: one run per workdir.
 
 One run per workdir: two runs on one workdir interleave their evaluations in
 eval_history.jsonl, overwrite each other's config.json and race on the checkpoints. The lock
 is a file (pid, host, start time) created atomically by process 0; it is removed when the run
 ends, and a lock whose process is gone (SIGKILL, a crash) is taken over with a warning.
 
-Importing this module does not import JAX: the results scripts read eval histories with it.
+The lock file's name is `workdir_io.LOCK`, with the other files of the workdir's format.
 """
 
 import contextlib
@@ -13,15 +13,13 @@ import datetime
 import json
 import os
 import socket
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 from absl import logging
 
-from advseg_jax import dicts
+from advseg_jax import workdir_io
 
-LOCK_FILE = "lock"
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "eval_history.jsonl"
+LOCK_FILE = workdir_io.LOCK
 # Locks this process holds: its own pid in a lock file is stale (a restarted container reuses
 # pids) unless it is one of these.
 _HELD = set()
@@ -123,51 +121,3 @@ def locked(workdir: str) -> Iterator[None]:
     finally:
         if jax.process_index() == 0:
             _release(path)
-
-
-def read_config(workdir: str) -> Optional[dict]:
-    """The config.json of the workdir's last run, None if there is none."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_config(workdir: str, config_json: str) -> None:
-    """Atomic: a crash mid-write leaves the previous config.json, never half of one."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    with open(path + ".tmp", "w") as f:
-        f.write(config_json)
-    os.replace(path + ".tmp", path)
-
-
-def config_differences(given: dict, saved: dict) -> List[str]:
-    """'key: given vs saved' for every flattened key whose value differs (JSON-ready dicts)."""
-    given, saved = dicts.flatten(given), dicts.flatten(saved)
-    return [f"{key}: {given.get(key)!r} vs {saved.get(key)!r}"
-            for key in sorted(set(given) | set(saved)) if given.get(key) != saved.get(key)]
-
-
-def read_jsonl(path: str) -> List[dict]:
-    """The records of a JSON-lines file; an unreadable line (a run killed mid-write) is skipped
-    with a warning naming the file and line, so one torn line does not hide all the others."""
-    records = []
-    if not os.path.exists(path):
-        return records
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                logging.warning("Skipping unreadable line %d of %s (half-written?): %.80r",
-                                number, path, line)
-    return records
-
-
-def evaluated_steps(workdir: str, split: str) -> set:
-    """Steps with an eval record of `split` in the workdir's eval_history.jsonl."""
-    return {r.get("step") for r in read_jsonl(os.path.join(workdir, HISTORY_FILE))
-            if r.get("split") == split}

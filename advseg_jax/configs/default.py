@@ -1,0 +1,113 @@
+"""Default config: adversarial training on the embedded `digit_scenes` data, minutes on a CPU.
+
+Every hyper-parameter lives here; the other configs of this package import this and override
+fields.
+"""
+
+import os
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    # TFDS data directory; datasets are built here on first use (digit_scenes offline, in seconds).
+    config.data_dir = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    # Where a builder finds archives that cannot or should not be downloaded (e.g. the real
+    # Stanford Background archive in ../shared/data/stanford_background); "" = TFDS's default.
+    config.manual_dir = ""
+    config.dataset = "digit_scenes"
+    config.train_split = "train"
+    config.eval_split = "validation"
+    config.num_classes = 11  # background + ten digits.
+
+    config.batch_size = 32  # Global: split over all devices of all processes.
+    config.eval_batch_size = 64  # Global.
+    config.num_train_steps = 1500
+    config.log_every_steps = 50
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 2  # The latest ones; the best one (below) is kept besides.
+    # Validation metric whose best evaluated checkpoint is kept (saved at the evaluation that
+    # improves it, named in best_checkpoint.json; `--step=best` in evaluate and predict):
+    # "mean_iou" | "pixel_accuracy" | "mean_class_accuracy", or "" for none.
+    config.best_checkpoint_metric = "mean_iou"
+    config.num_image_summaries = 4  # Validation examples drawn as image | truth | prediction.
+    # Train-split examples also scored at each eval (no augmentation), for train/val curves
+    # (Fig. 4). -1 = the whole training split; 0 = none.
+    config.num_train_eval_examples = 256
+
+    # Weight of the adversarial term in the segmentor loss; 0 is the baseline (no adversary).
+    # Tuned on digit_scenes: λ = 0.1 (or 0.5) lets the adversary's term dominate and the
+    # cross-entropy rise; 0.02 keeps both terms of the same order once λ is fully ramped in.
+    config.lambda_adv = 0.02
+    # λ ramps linearly from 0 over these steps (0 = constant λ, as in the paper). On digit_scenes
+    # the segmentor needs ~600 steps to tell digits apart; an adversary at full weight before
+    # that only teaches it to look confident.
+    config.lambda_adv_warmup_steps = 750
+    # "non_saturating": λ·BCE(a(x, s(x)), 1), the paper's choice for training.
+    # "saturating": −λ·BCE(a(x, s(x)), 0), the original minimax form, for the ablation.
+    config.adversarial_loss = "non_saturating"
+    config.dtype = "float32"  # Activations; params and losses stay float32. "bfloat16" on TPU/GPU.
+    config.skip_nonfinite_steps = False  # False: stop on a non-finite loss/grad; True: skip it.
+    # With skipping on, the run still stops once more than this fraction of its steps were
+    # skipped (a lone skipped step never stops it): skipping is for rare spikes.
+    config.max_nonfinite_fraction = 0.1
+    # Images per chunk when the step runs the models on a device's rows chunk by chunk (same
+    # loss and gradients, summed over chunks; faster on CPU once activations leave the cache).
+    # 0 = automatic (on CPU only; advseg_jax/microbatch.py); >= the per-device batch = off.
+    config.microbatch_size = 0
+
+    config.input = ml_collections.ConfigDict()
+    config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: the crop is the whole image.
+    # Every image (and its labels) is rescaled by this before anything else, in training and
+    # evaluation alike; metrics are then scored at that resolution. < 1 for CPU-scale protocols.
+    config.input.image_scale = 1.0
+    config.input.min_scale = 1.0  # Random rescaling range before padding/cropping.
+    config.input.max_scale = 1.0
+    # Digits are not mirror-symmetric: a flipped "2" is no digit, so no flips on digit_scenes.
+    config.input.random_flip = False
+    config.input.fill_rgb = (128, 128, 128)  # Image padding colour (the mask pads with void).
+    config.input.eval_size = (48, 48)  # Eval pads every image to this shape (>= the largest image).
+    config.input.shuffle_buffer = 2_000
+    config.input.prefetch = 2
+
+    config.segmentor = ml_collections.ConfigDict()
+    config.segmentor.name = "digit_net"
+    config.segmentor.width = 16
+    config.segmentor.pretrained = ""
+    config.segmentor.optimizer = "adam"
+    config.segmentor.learning_rate = 3e-3
+    config.segmentor.schedule = "cosine"  # "constant" | "cosine" | "poly"
+    config.segmentor.warmup_steps = 50
+    config.segmentor.momentum = 0.9  # SGD momentum / Adam beta1.
+    config.segmentor.weight_decay = 0.0
+    # Settings of the other segmentors, read only by the one `name` selects (each factory reads
+    # its keys once, with no fallback in code); voc.py and stanford_background.py set theirs.
+    config.segmentor.dropout_rate = 0.5  # dilated8: VGG16's fc6/fc7 dropout (Yu & Koltun).
+    config.segmentor.context_module = True  # dilated8: Yu & Koltun's basic context module.
+    config.segmentor.widths = (16, 64, 256)  # multiscale: stage widths (Farabet et al. 2013).
+    config.segmentor.kernel_size = 7  # multiscale (Farabet et al. 2013).
+    config.segmentor.activation = "tanh"  # multiscale: "tanh" | "relu" (Farabet et al.: tanh).
+    config.segmentor.num_scales = 3  # multiscale: pyramid levels 1, 1/2, 1/4 (Farabet et al.).
+
+    config.adversary = ml_collections.ConfigDict()
+    config.adversary.name = "stanford"  # The paper's two-branch adversary.
+    config.adversary.encoding = "product"  # "basic" | "product" | "scaling"
+    config.adversary.tau = 0.9  # Scaling encoding's floor for the true class (paper: 0.9).
+    # The paper's adversary widths (image 16→64, labels 64, trunk 128/256/512) divided by this,
+    # so that the adversary does not dominate a CPU step on 48x48 digits. 1 = the paper's widths.
+    config.adversary.width_divisor = 4
+    config.adversary.steps_per_segmentor_step = 1
+    config.adversary.optimizer = "adam"
+    config.adversary.learning_rate = 2e-4  # DCGAN's discriminator rate; 1e-3 wins at once.
+    config.adversary.schedule = "constant"
+    config.adversary.warmup_steps = 0
+    config.adversary.momentum = 0.5  # Adam beta1 0.5, the DCGAN setting for discriminators.
+    config.adversary.weight_decay = 0.0
+    # largefov / smallfov (-light): also feed the RGB image next to the map (the paper does
+    # not for Product/Scaling, which already hold it).
+    config.adversary.concat_image = False
+    return config
+

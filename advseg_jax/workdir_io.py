@@ -1,0 +1,142 @@
+"""The workdir's files: their names, their format, and the only code that reads or writes them.
+
+    <workdir>/config.json           the run's config (written at every start)
+    <workdir>/eval_results.json     the latest evaluation of `config.eval_split`
+    <workdir>/eval_history.jsonl    every evaluation, one JSON object a line, appended
+    <workdir>/best_checkpoint.json  {metric, step, value} of the best evaluated checkpoint
+    <workdir>/checkpoints/<step>/   orbax checkpoints (`checkpointing.py`)
+    <workdir>/lock                  pid, host and start of the run holding it (`workdir_lock.py`)
+    <sweep>/sweep.json              an ablation sweep's manifest (`experiments/ablations.py`)
+
+JSON files are written atomically (temporary file, then rename), so a reader (the ablation
+runner, a results script) never sees half a file; NaN scores are written as null. JAX is not
+imported: the results scripts read workdirs without loading it.
+"""
+
+import json
+import math
+import os
+from typing import Any, Dict, Iterable, List, Optional
+
+from absl import logging
+
+from advseg_jax import dicts
+
+CONFIG = "config.json"
+EVAL_RESULTS = "eval_results.json"
+EVAL_HISTORY = "eval_history.jsonl"
+BEST_CHECKPOINT = "best_checkpoint.json"
+CHECKPOINTS = "checkpoints"
+SWEEP_MANIFEST = "sweep.json"
+LOCK = "lock"
+
+
+def json_ready(value: Any) -> Any:
+    """NaN → None (JSON null), recursively; numpy scalars → Python numbers."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar.
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_json(path: str, value: Any) -> None:
+    """Atomic: the file is either the old or the new content, never a part."""
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        json.dump(json_ready(value), f, indent=1)
+    os.replace(temporary, path)
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_config(workdir: str, config_json: str) -> None:
+    """`config_json`: `ConfigDict.to_json_best_effort()` (tuples become lists)."""
+    temporary = os.path.join(workdir, CONFIG + ".tmp")
+    with open(temporary, "w") as f:
+        f.write(config_json)
+    os.replace(temporary, os.path.join(workdir, CONFIG))
+
+
+def read_config(workdir: str) -> Optional[dict]:
+    """The config.json of the workdir's last run, None if there is none."""
+    path = os.path.join(workdir, CONFIG)
+    return read_json(path) if os.path.exists(path) else None
+
+
+def config_differences(given: dict, saved: dict) -> List[str]:
+    """'key: given vs saved' for every flattened key whose value differs (JSON-ready dicts)."""
+    given, saved = dicts.flatten(given), dicts.flatten(saved)
+    return [f"{key}: {given.get(key)!r} vs {saved.get(key)!r}"
+            for key in sorted(set(given) | set(saved)) if given.get(key) != saved.get(key)]
+
+
+def write_eval_results(workdir: str, record: dict) -> None:
+    write_json(os.path.join(workdir, EVAL_RESULTS), record)
+
+
+def read_eval_results(workdir: str) -> dict:
+    return read_json(os.path.join(workdir, EVAL_RESULTS))
+
+
+def append_eval_history(workdir: str, records: Iterable[dict]) -> None:
+    with open(os.path.join(workdir, EVAL_HISTORY), "a") as f:
+        for record in records:
+            f.write(json.dumps(json_ready(record)) + "\n")
+
+
+def read_eval_history(workdir: str) -> List[dict]:
+    """Evaluation records, one per (step, split) in step order: a resumed run that evaluated a
+    step again keeps its last record. Empty if the run has not evaluated yet.
+
+    An unreadable line (a run killed mid-write) is skipped with a warning naming the file and
+    line, so one torn line does not hide all the others.
+    """
+    records = {}
+    path = os.path.join(workdir, EVAL_HISTORY)
+    if os.path.exists(path):
+        with open(path) as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    logging.warning("Skipping unreadable line %d of %s (half-written?): %.80r",
+                                    number, path, line)
+                    continue
+                records[(record["step"], record["split"])] = record
+    return [records[key] for key in sorted(records)]
+
+
+def evaluated_steps(workdir: str, split: str) -> set:
+    """Steps with an evaluation record of `split` in the workdir's history."""
+    return {record["step"] for record in read_eval_history(workdir) if record["split"] == split}
+
+
+def write_best_checkpoint(workdir: str, metric: str, step: int, value: float) -> None:
+    write_json(os.path.join(workdir, BEST_CHECKPOINT),
+               {"metric": metric, "step": step, "value": value})
+
+
+def read_best_checkpoint(workdir: str) -> Optional[Dict[str, Any]]:
+    """{metric, step, value}, or None if no evaluated checkpoint has been recorded as best."""
+    path = os.path.join(workdir, BEST_CHECKPOINT)
+    return read_json(path) if os.path.exists(path) else None
+
+
+def write_manifest(sweep_dir: str, manifest: dict) -> None:
+    os.makedirs(sweep_dir, exist_ok=True)
+    write_json(os.path.join(sweep_dir, SWEEP_MANIFEST), manifest)
+
+
+def read_manifest(sweep_dir: str) -> Optional[dict]:
+    path = os.path.join(sweep_dir, SWEEP_MANIFEST)
+    return read_json(path) if os.path.exists(path) else None

@@ -1,0 +1,39 @@
+"""The workdir's file format: config comparison, eval histories with torn or repeated lines."""
+
+import logging
+import os
+
+from advseg_jax import workdir_io
+
+
+def test_config_differences_lists_changed_added_and_removed_keys():
+    given = {"a": 1, "b": {"c": 2.0, "d": "x"}, "new": True}
+    saved = {"a": 1, "b": {"c": 3.0, "d": "x"}, "old": 5}
+    assert workdir_io.config_differences(given, saved) == [
+        "b.c: 2.0 vs 3.0", "new: True vs None", "old: None vs 5"]
+
+
+def test_eval_history_skips_a_torn_line_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "eval_history.jsonl"
+    path.write_text('{"step": 1, "split": "validation"}\n\n{"step": 2, "split": "valid')
+    with caplog.at_level(logging.WARNING):
+        records = workdir_io.read_eval_history(str(tmp_path))
+    assert records == [{"step": 1, "split": "validation"}]
+    assert any("line 3" in r.getMessage() for r in caplog.records)
+    assert workdir_io.evaluated_steps(str(tmp_path), "validation") == {1}
+    assert workdir_io.read_eval_history(str(tmp_path / "missing")) == []
+
+
+def test_eval_history_keeps_the_last_record_of_a_step_evaluated_again(tmp_path):
+    workdir_io.append_eval_history(str(tmp_path), [{"step": 2, "split": "test", "v": 1},
+                                                   {"step": 1, "split": "test", "v": 1}])
+    workdir_io.append_eval_history(str(tmp_path), [{"step": 2, "split": "test", "v": 2}])
+    assert [(r["step"], r["v"]) for r in workdir_io.read_eval_history(str(tmp_path))] == [
+        (1, 1), (2, 2)]
+
+
+def test_config_is_none_before_the_first_run_and_written_atomically(tmp_path):
+    assert workdir_io.read_config(str(tmp_path)) is None
+    workdir_io.write_config(str(tmp_path), '{"seed": 3}')
+    assert workdir_io.read_config(str(tmp_path)) == {"seed": 3}
+    assert os.listdir(tmp_path) == [workdir_io.CONFIG]
