@@ -46,6 +46,7 @@ from advseg_jax import distributed
 from advseg_jax import input_pipeline
 from advseg_jax import peak_flops as peak_lib
 from advseg_jax import sharding
+from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax.data.class_info import IGNORE_LABEL
 
@@ -98,9 +99,9 @@ def _synthetic_batch(config: ml_collections.ConfigDict, mesh) -> dict:
 
 
 def prepare_step(config: ml_collections.ConfigDict, mesh,
-                 state: steps.AdvSegState) -> Tuple[Callable[[], object], dict]:
+                 state: state_lib.AdvSegState) -> Tuple[Callable[[], object], dict]:
     """(a call running one training step of `config` from `state`, compile time and FLOPs)."""
-    segmentor, adversary = steps.build_models(config)
+    segmentor, adversary = state_lib.build_models(config)
     batch = _synthetic_batch(config, mesh)
     start = time.perf_counter()
     compiled = steps.make_train_step(config, mesh, segmentor, adversary).lower(
@@ -182,9 +183,9 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
         variants[name].lambda_adv = lambda_adv
     # One initialisation (its RNG compiles slowly on CPU); the baseline gets a copy of the
     # segmentor's state, as each step donates (invalidates) the state it is given.
-    full = steps.create_train_state(variants["adversarial"], mesh)
+    full = state_lib.create_train_state(variants["adversarial"], mesh)
     states = {"adversarial": full,
-              "baseline": steps.AdvSegState(jax.tree.map(jnp.copy, full.segmentor), None)}
+              "baseline": state_lib.AdvSegState(jax.tree.map(jnp.copy, full.segmentor), None)}
     calls, results = {}, {}
     for name, variant in variants.items():
         calls[name], results[name] = prepare_step(variant, mesh, states[name])

@@ -35,6 +35,7 @@ from advseg_jax import evaluation  # noqa: E402
 from advseg_jax import input_pipeline  # noqa: E402
 from advseg_jax import sharding  # noqa: E402
 from advseg_jax import config_checks  # noqa: E402
+from advseg_jax import state as state_lib  # noqa: E402
 from advseg_jax import train_step as steps  # noqa: E402
 from advseg_jax import workdir_io  # noqa: E402
 
@@ -80,7 +81,7 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str,
         step = available[-1] if step is None else step
         template_config = copy.deepcopy(config)
         template_config.segmentor.pretrained = ""
-        template = steps.create_train_state(template_config, mesh or sharding.make_mesh())
+        template = state_lib.create_train_state(template_config, mesh or sharding.make_mesh())
         try:
             state = checkpointing.restore(manager, template, step)
         except Exception as error:  # Orbax raises assorted types on a structure mismatch.
@@ -105,7 +106,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     mesh = sharding.make_mesh()
     params, step = restore_params(config, workdir, step, mesh)
     builder = input_pipeline.get_builder(config)
-    segmentor, _ = steps.build_models(config)
+    segmentor, _ = state_lib.build_models(config)
     eval_step = steps.make_eval_step(config, mesh, segmentor)
     scores, _ = evaluation.evaluate(config, eval_step, params, builder, mesh, config.eval_split)
     scores.pop("confusion")

@@ -1,5 +1,11 @@
-"""Optax transform and schedule from a model's sub-config (`config.segmentor`/`.adversary`)."""
+"""Optax transforms and every schedule of training: each model's learning rate and λ.
 
+Optimizers and schedules come from a model's sub-config (`config.segmentor` / `.adversary`);
+λ's ramp from the top level. All are pure functions of the step, so the jitted step and the
+host's logging evaluate the same values.
+"""
+
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -40,3 +46,28 @@ def make_optimizer(opt_config: ml_collections.ConfigDict,
         # Decoupled from the schedule's warm-up on purpose: L2 as in Caffe's weight_decay.
         optimizer = optax.chain(optax.add_decayed_weights(opt_config.weight_decay), optimizer)
     return optimizer
+
+
+def adversarial_weight(config: ml_collections.ConfigDict, step) -> jnp.ndarray:
+    """λ at `step`: ramped linearly from 0 over `lambda_adv_warmup_steps` (0 = constant λ).
+
+    While the segmentor is still poor the adversary wins at once, and a full-weight adversarial
+    term then pulls towards confident rather than correct maps; the ramp lets the
+    cross-entropy shape the segmentor first.
+    """
+    warmup = config.lambda_adv_warmup_steps
+    if warmup <= 0:
+        return jnp.asarray(config.lambda_adv, jnp.float32)
+    return config.lambda_adv * jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
+
+
+def learning_rates(config: ml_collections.ConfigDict, step: int) -> dict:
+    """Both schedules at `step`, for logging (host-side; schedules are pure functions)."""
+    rates = {"lambda_adv": float(adversarial_weight(config, jnp.asarray(step))),
+             "segmentor_learning_rate": float(
+                 make_schedule(config.segmentor, config.num_train_steps)(step))}
+    if config.lambda_adv > 0:
+        k = config.adversary.steps_per_segmentor_step
+        rates["adversary_learning_rate"] = float(
+            make_schedule(config.adversary, config.num_train_steps * k)(step * k))
+    return rates

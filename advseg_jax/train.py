@@ -28,6 +28,8 @@ from advseg_jax import dicts
 from advseg_jax import evaluation
 from advseg_jax import input_pipeline
 from advseg_jax import sharding
+from advseg_jax import optim
+from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax import workdir_io
 from advseg_jax import workdir_lock
@@ -167,7 +169,7 @@ def _restore(config: ml_collections.ConfigDict, workdir: str, checkpoints, mesh)
                 "vs saved): " + "; ".join(differences[:10]) +
                 (f"; and {len(differences) - 10} more" if len(differences) > 10 else "") + ".")
     state = checkpointing.restore_or_fall_back(
-        checkpoints, steps.create_train_state(config, mesh), workdir, hint)
+        checkpoints, state_lib.create_train_state(config, mesh), workdir, hint)
     if int(state.step) > 0 and differences:
         logging.warning("Resuming step %d with a config that differs from the saved "
                         "config.json (this run vs saved): %s", int(state.step),
@@ -196,7 +198,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
     mesh = sharding.make_mesh()
     builder = input_pipeline.get_builder(config)
     config_checks.check_dataset(config, builder)
-    segmentor, adversary = steps.build_models(config)
+    segmentor, adversary = state_lib.build_models(config)
     best = checkpointing.BestTracker(config, workdir)
     checkpoints = checkpointing.manager(workdir, config)
     state = _restore(config, workdir, checkpoints, mesh)
@@ -239,7 +241,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
                 scalars = {f"train/{k}": float(np.mean([m[k] for m in logged]))
                            for k in logged[0] if not k.startswith("nonfinite_")}
                 scalars.update({f"train/{k}": v
-                                for k, v in steps.learning_rates(config, step).items()})
+                                for k, v in optim.learning_rates(config, step).items()})
                 scalars["train/skipped_nonfinite_steps"] = skipped
                 writer.write_scalars(step, scalars)
                 logged = []

@@ -1,4 +1,4 @@
-"""The state and the data-parallel steps: `jax.jit` over `jax.shard_map` on the `data` axis.
+"""The data-parallel steps: `jax.jit` over `jax.shard_map` on the `data` axis.
 
 One step = adversary update(s) on the stop-gradient prediction, then the segmentor update
 through the (updated) adversary. Each device computes gradients on its rows; `lax.pmean` makes
@@ -9,7 +9,6 @@ number of valid pixels of the *global* batch, so 1 and N devices compute the sam
 import functools
 from typing import Any, Callable, Optional, Tuple
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,64 +22,12 @@ from advseg_jax import encodings
 from advseg_jax import losses
 from advseg_jax import metrics as metrics_lib
 from advseg_jax import microbatch
-from advseg_jax import models
 from advseg_jax import optim
 from advseg_jax import sharding
+from advseg_jax import state as state_lib
 from advseg_jax.data.class_info import IGNORE_LABEL
 
 DATA = sharding.DATA_AXIS
-
-
-@flax.struct.dataclass
-class AdvSegState:
-    """Both players, each with its own parameters, optimizer state and schedule position."""
-
-    segmentor: train_state.TrainState
-    adversary: Optional[train_state.TrainState]  # None for the baseline (lambda_adv = 0).
-
-    @property
-    def step(self) -> jnp.ndarray:
-        return self.segmentor.step
-
-
-def build_models(config: ml_collections.ConfigDict) -> Tuple[nn.Module, Optional[nn.Module]]:
-    """(segmentor, adversary); the adversary is None when lambda_adv == 0: nothing built or run."""
-    adversary = models.build_adversary(config) if config.lambda_adv > 0 else None
-    return models.build_segmentor(config), adversary
-
-
-def label_map_shape(config: ml_collections.ConfigDict, segmentor: nn.Module,
-                    image_shape: Tuple[int, int]) -> Tuple[int, int]:
-    """Spatial shape of the segmentor's output (= the adversary's input) for `image_shape`."""
-    images = jax.ShapeDtypeStruct((1, *image_shape, 3), jnp.float32)
-    variables = jax.eval_shape(functools.partial(segmentor.init, train=False),
-                               jax.random.key(0), images)
-    out = jax.eval_shape(functools.partial(segmentor.apply, train=False), variables, images)
-    return tuple(out.shape[1:3])
-
-
-def create_train_state(config: ml_collections.ConfigDict, mesh: Mesh) -> AdvSegState:
-    """Fresh state from `config.seed`, replicated over `mesh` (pretrained weights filled in)."""
-    segmentor, adversary = build_models(config)
-    seg_key, adv_key = jax.random.split(jax.random.key(config.seed))
-    crop = tuple(config.input.crop_size)
-    images = jnp.zeros((1, *crop, 3), jnp.float32)
-    seg_params = jax.jit(functools.partial(segmentor.init, train=False))(seg_key, images)["params"]
-    seg_params = models.load_pretrained(config, jax.device_get(seg_params))
-    seg_state = train_state.TrainState.create(
-        apply_fn=segmentor.apply, params=seg_params,
-        tx=optim.make_optimizer(config.segmentor, config.num_train_steps))
-    adv_state = None
-    if adversary is not None:
-        h, w = label_map_shape(config, segmentor, crop)
-        channels = encodings.encoded_channels(config.adversary.encoding, config.num_classes)
-        adv_params = jax.jit(functools.partial(adversary.init, train=False))(
-            adv_key, jnp.zeros((1, h, w, 3)), jnp.zeros((1, h, w, channels)))["params"]
-        adv_steps = config.num_train_steps * config.adversary.steps_per_segmentor_step
-        adv_state = train_state.TrainState.create(
-            apply_fn=adversary.apply, params=adv_params,
-            tx=optim.make_optimizer(config.adversary, adv_steps))
-    return sharding.replicate(jax.device_get(AdvSegState(seg_state, adv_state)), mesh)
 
 
 def _resize_nearest(labels: jnp.ndarray, shape: Tuple[int, int]) -> jnp.ndarray:
@@ -120,22 +67,9 @@ def _unrolled(update, carry, length: int):
     return carry, outputs
 
 
-def adversarial_weight(config: ml_collections.ConfigDict, step) -> jnp.ndarray:
-    """λ at `step`: ramped linearly from 0 over `lambda_adv_warmup_steps` (0 = constant λ).
-
-    While the segmentor is still poor the adversary wins at once, and a full-weight adversarial
-    term then pulls towards confident rather than correct maps; the ramp lets the
-    cross-entropy shape the segmentor first.
-    """
-    warmup = config.lambda_adv_warmup_steps
-    if warmup <= 0:
-        return jnp.asarray(config.lambda_adv, jnp.float32)
-    return config.lambda_adv * jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
-
-
-def _per_device_train_step(state: AdvSegState, batch: dict, *, config: ml_collections.ConfigDict,
-                           segmentor: nn.Module,
-                           adversary: Optional[nn.Module]) -> Tuple[AdvSegState, dict]:
+def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
+                           config: ml_collections.ConfigDict, segmentor: nn.Module,
+                           adversary: Optional[nn.Module]) -> Tuple[state_lib.AdvSegState, dict]:
     images = batch["image"].astype(jnp.float32)
     labels = batch["label"]
     num_devices = lax.psum(1, DATA)
@@ -199,7 +133,7 @@ def _per_device_train_step(state: AdvSegState, batch: dict, *, config: ml_collec
                 small_images, fake, chunk=chunk)
             parts["adversarial_term"] = losses.segmentor_adversarial_loss(
                 fake_logits, config.adversarial_loss)
-            total = total + adversarial_weight(config, state.step) * parts["adversarial_term"]
+            total = total + optim.adversarial_weight(config, state.step) * parts["adversarial_term"]
         return total, parts
 
     (total, parts), logits_grad = jax.value_and_grad(segmentor_loss, has_aux=True)(logits)
@@ -215,11 +149,11 @@ def _per_device_train_step(state: AdvSegState, batch: dict, *, config: ml_collec
         # The adversary update stands only if the whole step is finite.
         new_adversary = _keep_if(finite["segmentor"], new_adversary, state.adversary)
     metrics.update({f"nonfinite_{k}": (~v).astype(jnp.float32) for k, v in finite.items()})
-    return AdvSegState(new_segmentor, new_adversary), metrics
+    return state_lib.AdvSegState(new_segmentor, new_adversary), metrics
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.Module,
-                    adversary: Optional[nn.Module]) -> Callable[[AdvSegState, dict], Any]:
+                    adversary: Optional[nn.Module]) -> Callable[[state_lib.AdvSegState, dict], Any]:
     """jit(shard_map(step)): state replicated, batch split on `data`, the state donated."""
     step = functools.partial(_per_device_train_step, config=config, segmentor=segmentor,
                              adversary=adversary)
@@ -244,18 +178,6 @@ def make_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.
     mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA)),
                            out_specs=(P(), P(DATA)), check_vma=False)
     return jax.jit(mapped)
-
-
-def learning_rates(config: ml_collections.ConfigDict, step: int) -> dict:
-    """Both schedules at `step`, for logging (host-side; schedules are pure functions)."""
-    rates = {"lambda_adv": float(adversarial_weight(config, jnp.asarray(step))),
-             "segmentor_learning_rate": float(
-        optim.make_schedule(config.segmentor, config.num_train_steps)(step))}
-    if config.lambda_adv > 0:
-        k = config.adversary.steps_per_segmentor_step
-        rates["adversary_learning_rate"] = float(
-            optim.make_schedule(config.adversary, config.num_train_steps * k)(step * k))
-    return rates
 
 
 def host_scalars(metrics: dict) -> dict:

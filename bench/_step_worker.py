@@ -2,7 +2,8 @@
 
 Run with the tree to measure first on PYTHONPATH, so `advseg_jax` and `configs` are that tree's.
 Uses only APIs present since revision d09a87b (create_train_state, build_models,
-make_train_step, sharding), so old revisions can be measured with today's harness.
+make_train_step, sharding; state creation moved from train_step to state later), so old
+revisions can be measured with today's harness.
 Protocol on stdin/stdout: after "ready <flops> <compile_s>", each line "step" runs one step and
 answers its seconds; "quit" ends.
 """
@@ -20,6 +21,11 @@ import numpy as np  # noqa: E402
 
 from advseg_jax import sharding  # noqa: E402
 from advseg_jax import train_step as steps  # noqa: E402
+
+try:
+    from advseg_jax import state as state_lib  # noqa: E402
+except ImportError:  # A tree from before the state module: state creation is in train_step.
+    state_lib = steps
 
 IGNORE_LABEL = 255
 
@@ -58,8 +64,8 @@ def _batch(config, mesh) -> dict:
 def main(config_path: str, variant: str, overrides: list) -> None:
     config = _config(config_path, variant, overrides)
     mesh = sharding.make_mesh()
-    state = steps.create_train_state(config, mesh)
-    segmentor, adversary = steps.build_models(config)
+    state = state_lib.create_train_state(config, mesh)
+    segmentor, adversary = state_lib.build_models(config)
     batch = _batch(config, mesh)
     start = time.perf_counter()
     compiled = steps.make_train_step(config, mesh, segmentor, adversary).lower(

@@ -111,6 +111,19 @@ def differing_keys(configs: Sequence[dict], expected: Sequence[str]) -> List[str
     return sorted(k for k in keys if len({json.dumps(c.get(k)) for c in flat}) > 1)
 
 
+def key_values(configs: Sequence[dict], key: str) -> Dict[str, int]:
+    """{value as JSON (or "absent"): number of runs} of flattened `key` over `configs`.
+
+    "absent" marks runs whose config.json predates the key (code that did not have it yet).
+    """
+    counts: Dict[str, int] = {}
+    for config in configs:
+        flat = dicts.flatten(config)
+        value = json.dumps(flat[key]) if key in flat else "absent"
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def summarize(workdir: str) -> dict:
     """The content of results.json: one entry per variant with per-metric mean/std over seeds."""
     manifest = workdir_io.read_manifest(workdir)
@@ -146,6 +159,8 @@ def summarize(workdir: str) -> dict:
                "dataset": dataset,
                "std": "sample std over seeds (ddof=1)", "variants": rows,
                "differing_config_keys": differing_keys(configs, swept),
+               "differing_config_values": {key: key_values(configs, key)
+                                           for key in differing_keys(configs, swept)},
                "curves": curves(workdir, rows)}
     if manifest and manifest.get("config"):
         summary["recipe"] = recipe(manifest)
@@ -259,9 +274,18 @@ def markdown(summary: dict) -> str:
                   "schedule): a reference point, not a like-for-like target."]
     lines += _curve_table(summary) + _effects(summary)
     if summary.get("differing_config_keys"):
+        values = summary.get("differing_config_values", {})
+
+        def described(key):
+            counts = values.get(key)
+            if not counts:
+                return f"`{key}`"
+            return f"`{key}` (" + "; ".join(
+                f"{value} in {n} run{'s' if n > 1 else ''}" for value, n in counts.items()) + ")"
+
         lines += ["", "**Warning:** the runs also differ in " +
-                  ", ".join(f"`{key}`" for key in summary["differing_config_keys"]) +
-                  " (see each run's config.json)."]
+                  ", ".join(described(key) for key in summary["differing_config_keys"]) +
+                  " (see each run's config.json; \"absent\": the run's code predates the key)."]
     if summary.get("config"):
         extra = " ".join(f"`{flag}`" for flag in summary["passthrough"]) or "none"
         lines += ["", f"Base config: `{summary['config']}`; overrides for every run: {extra}."]

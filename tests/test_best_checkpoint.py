@@ -27,15 +27,20 @@ def _scores(value):
     return {"mean_iou": value, "pixel_accuracy": 0.9, "mean_class_accuracy": 0.5}
 
 
-def test_manager_keeps_the_best_scored_step_besides_the_latest_after_reopening(tmp_path):
+def test_manager_keeps_the_recorded_best_step_besides_the_latest_after_reopening(tmp_path):
+    workdir = str(tmp_path)
     config = _checkpoint_config(keep=1)
-    manager = checkpointing.manager(str(tmp_path), config)
-    for step, scores in [(1, _scores(0.3)), (2, _scores(0.5)), (3, None), (4, None)]:
-        checkpointing.save(manager, step, {"w": np.full(3, step, np.float32)}, scores)
+    manager = checkpointing.manager(workdir, config)
+    for step in (1, 2):
+        checkpointing.save(manager, step, {"w": np.full(3, step, np.float32)})
+        manager.wait_until_finished()
+        workdir_io.write_best_checkpoint(workdir, "mean_iou", step, 0.1 * step)
+    for step in (3, 4):
+        checkpointing.save(manager, step, {"w": np.full(3, step, np.float32)})
     manager.wait_until_finished()
-    assert sorted(manager.all_steps()) == [2, 4]
+    assert sorted(manager.all_steps()) == [2, 4]  # Step 1 was dropped once 2 became the best.
     manager.close()
-    reopened = checkpointing.manager(str(tmp_path), config)  # A resumed run's manager.
+    reopened = checkpointing.manager(workdir, config)  # A resumed run's manager.
     checkpointing.save(reopened, 5, {"w": np.full(3, 5, np.float32)})
     reopened.wait_until_finished()
     assert sorted(reopened.all_steps()) == [2, 5]

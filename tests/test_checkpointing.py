@@ -11,7 +11,7 @@ import pytest
 
 from advseg_jax import checkpointing
 from advseg_jax import sharding
-from advseg_jax import train_step as steps
+from advseg_jax import state as state_lib
 
 
 def _config(width=8, lambda_adv=0.0):  # No adversary unless asked: half the compile time.
@@ -25,7 +25,7 @@ def _config(width=8, lambda_adv=0.0):  # No adversary unless asked: half the com
 
 @functools.lru_cache(maxsize=None)
 def _fresh_state(width, lambda_adv):
-    return steps.create_train_state(_config(width, lambda_adv), sharding.make_mesh())
+    return state_lib.create_train_state(_config(width, lambda_adv), sharding.make_mesh())
 
 
 def _state(config, offset=0.0):

@@ -13,7 +13,7 @@ import main_runs
 from advseg_jax import checkpointing
 from advseg_jax import sharding
 from advseg_jax import train
-from advseg_jax import train_step as steps
+from advseg_jax import state as state_lib
 from advseg_jax import workdir_lock
 
 
@@ -47,7 +47,7 @@ def test_another_model_s_checkpoint_is_refused_in_at_most_20_lines(tmp_path, dat
     config.segmentor.width = 16
     config.adversary.width_divisor = 16
     manager = checkpointing.manager(str(workdir), config)
-    checkpointing.save(manager, 2, steps.create_train_state(config, sharding.make_mesh()))
+    checkpointing.save(manager, 2, state_lib.create_train_state(config, sharding.make_mesh()))
     manager.wait_until_finished()
     manager.close()
     log = main_runs.run(workdir, data_dir, expect_rc=1)

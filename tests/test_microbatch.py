@@ -9,6 +9,7 @@ import pytest
 
 from advseg_jax import microbatch
 from advseg_jax import sharding
+from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax.models.adversaries import TwoBranchAdversary
 from advseg_jax.models.multiscale import MultiscaleNet
@@ -91,8 +92,8 @@ def test_twenty_chunked_steps_have_the_losses_of_plain_ones(tiny_config):
     losses = {}
     for setting in (1, rows):
         tiny_config.microbatch_size = setting
-        segmentor, adversary = steps.build_models(tiny_config)
-        state = steps.create_train_state(tiny_config, mesh)
+        segmentor, adversary = state_lib.build_models(tiny_config)
+        state = state_lib.create_train_state(tiny_config, mesh)
         step = steps.make_train_step(tiny_config, mesh, segmentor, adversary)
         history = []
         for i in range(20):

@@ -16,7 +16,7 @@ from advseg_jax import evaluate
 from advseg_jax import models
 from advseg_jax import predict
 from advseg_jax import sharding
-from advseg_jax import train_step as steps
+from advseg_jax import state as state_lib
 from advseg_jax.data import class_info
 from experiments import ablations
 
@@ -33,7 +33,7 @@ def checkpointed(tmp_path_factory):
     config.lambda_adv = 0.0
     workdir = str(tmp_path_factory.mktemp("predict_run"))
     manager = checkpointing.manager(workdir, config)
-    checkpointing.save(manager, 0, steps.create_train_state(config, sharding.make_mesh()))
+    checkpointing.save(manager, 0, state_lib.create_train_state(config, sharding.make_mesh()))
     manager.wait_until_finished()
     manager.close()
     return config, workdir

@@ -94,7 +94,10 @@ def test_runs_differing_in_an_unswept_key_are_flagged(sweep_dir):
         json.dump(config, f)
     results.write_results(sweep_dir)
     with open(os.path.join(sweep_dir, "results.md")) as f:
-        assert "**Warning:** the runs also differ in `segmentor.width`" in f.read()
+        text = f.read()
+    runs = sum(row["num_seeds"] for row in results.summarize(sweep_dir)["variants"])  # Finished.
+    assert ("**Warning:** the runs also differ in `segmentor.width` (16 in 1 run; absent in "
+            f"{runs - 1} runs)") in text
 
 
 def test_plots_are_written(sweep_dir):

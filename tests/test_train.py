@@ -11,6 +11,7 @@ from advseg_jax import checkpointing
 from advseg_jax import config_checks
 from advseg_jax import sharding
 from advseg_jax import train
+from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax.data import class_info
 
@@ -64,7 +65,7 @@ def test_run_writes_results_and_resumes_with_more_steps(tiny_config, tmp_path):
     history = _read_history(workdir)
     assert [r["step"] for r in history if r["split"] == "validation"] == [4, 6]
     checkpoints = checkpointing.manager(workdir, tiny_config)
-    state = checkpointing.restore(checkpoints, steps.create_train_state(
+    state = checkpointing.restore(checkpoints, state_lib.create_train_state(
         tiny_config, sharding.make_mesh()))
     assert int(state.step) == 6 and int(state.adversary.step) == 6
 
@@ -75,7 +76,7 @@ def test_baseline_run_has_no_adversary_in_checkpoint(tiny_config, tmp_path):
     tiny_config.num_train_eval_examples = 0
     train.train_and_evaluate(tiny_config, str(tmp_path))
     checkpoints = checkpointing.manager(str(tmp_path), tiny_config)
-    state = checkpointing.restore(checkpoints, steps.create_train_state(
+    state = checkpointing.restore(checkpoints, state_lib.create_train_state(
         tiny_config, sharding.make_mesh()))
     assert state.adversary is None and int(state.step) == 2
 
@@ -102,8 +103,8 @@ def test_sliced_splits_whole_train_eval_and_epochs(tiny_config, tmp_path):
     # The whole sliced split, downscaled, once: every non-void pixel in the confusion matrix.
     builder = input_pipeline.get_builder(tiny_config)
     mesh = sharding.make_mesh()
-    segmentor, _ = steps.build_models(tiny_config)
-    state = steps.create_train_state(tiny_config, mesh)
+    segmentor, _ = state_lib.build_models(tiny_config)
+    state = state_lib.create_train_state(tiny_config, mesh)
     scores, _ = evaluation.evaluate(tiny_config, steps.make_eval_step(tiny_config, mesh, segmentor),
                                     state.segmentor.params, builder, mesh, "train[:40]")
     masks = [e["segmentation_mask"][1::2, 1::2] for e in
@@ -173,7 +174,7 @@ def test_resume_refuses_another_model_warns_on_changed_keys_and_survives_damage(
     assert "Checkpoint step 3 is damaged" in caplog.text
     assert (tmp_path / checkpointing.DAMAGED_DIR / "3").is_dir()
     state = checkpointing.restore(checkpointing.manager(workdir, tiny_config),
-                                  steps.create_train_state(tiny_config, sharding.make_mesh()))
+                                  state_lib.create_train_state(tiny_config, sharding.make_mesh()))
     assert int(state.step) == 3
 
 

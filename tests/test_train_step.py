@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from advseg_jax import sharding
+from advseg_jax import optim
+from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 
 
@@ -19,8 +21,8 @@ def _batch(config, seed=0):
 
 
 def _train(config, mesh, num_steps=3):
-    segmentor, adversary = steps.build_models(config)
-    state = steps.create_train_state(config, mesh)
+    segmentor, adversary = state_lib.build_models(config)
+    state = state_lib.create_train_state(config, mesh)
     step = steps.make_train_step(config, mesh, segmentor, adversary)
     for i in range(num_steps):
         state, metrics = step(state, sharding.global_batch(_batch(config, i), mesh))
@@ -43,7 +45,7 @@ def test_one_and_two_devices_give_the_same_parameters(tiny_config):
 
 def test_both_states_change_and_losses_are_finite(tiny_config):
     mesh = sharding.make_mesh()
-    initial = jax.device_get(steps.create_train_state(tiny_config, mesh))
+    initial = jax.device_get(state_lib.create_train_state(tiny_config, mesh))
     final, metrics = _train(tiny_config, mesh, num_steps=1)
     for name in ("segmentor", "adversary"):
         before = jax.tree.leaves(getattr(initial, name).params)
@@ -57,7 +59,7 @@ def test_both_states_change_and_losses_are_finite(tiny_config):
 
 def test_baseline_builds_no_adversary(tiny_config):
     tiny_config.lambda_adv = 0.0
-    segmentor, adversary = steps.build_models(tiny_config)
+    segmentor, adversary = state_lib.build_models(tiny_config)
     assert adversary is None
     state, metrics = _train(tiny_config, sharding.make_mesh(), num_steps=1)
     assert state.adversary is None
@@ -72,8 +74,8 @@ def test_adversary_steps_per_segmentor_step(tiny_config):
 
 def test_nonfinite_step_is_not_applied(tiny_config):
     mesh = sharding.make_mesh()
-    segmentor, adversary = steps.build_models(tiny_config)
-    state = steps.create_train_state(tiny_config, mesh)
+    segmentor, adversary = state_lib.build_models(tiny_config)
+    state = state_lib.create_train_state(tiny_config, mesh)
     before = jax.device_get(state)
     step = steps.make_train_step(tiny_config, mesh, segmentor, adversary)
     batch = _batch(tiny_config)
@@ -95,8 +97,8 @@ def test_nonfinite_step_is_not_applied(tiny_config):
 def test_cross_entropy_is_the_global_mean_over_valid_pixels(tiny_config):
     tiny_config.lambda_adv = 0.0
     mesh = sharding.make_mesh()
-    segmentor, _ = steps.build_models(tiny_config)
-    state = steps.create_train_state(tiny_config, mesh)
+    segmentor, _ = state_lib.build_models(tiny_config)
+    state = state_lib.create_train_state(tiny_config, mesh)
     params = jax.device_get(state.segmentor.params)
     batch = _batch(tiny_config)
     step = steps.make_train_step(tiny_config, mesh, segmentor, None)
@@ -114,7 +116,7 @@ def test_cross_entropy_is_the_global_mean_over_valid_pixels(tiny_config):
 def test_lambda_ramps_linearly_over_warmup(tiny_config):
     import jax.numpy as jnp
     tiny_config.lambda_adv, tiny_config.lambda_adv_warmup_steps = 0.4, 10
-    weights = [float(steps.adversarial_weight(tiny_config, jnp.asarray(s))) for s in (0, 5, 10, 50)]
+    weights = [float(optim.adversarial_weight(tiny_config, jnp.asarray(s))) for s in (0, 5, 10, 50)]
     np.testing.assert_allclose(weights, [0.0, 0.2, 0.4, 0.4], rtol=1e-6)
     tiny_config.lambda_adv_warmup_steps = 0
-    assert float(steps.adversarial_weight(tiny_config, jnp.asarray(0))) == pytest.approx(0.4)
+    assert float(optim.adversarial_weight(tiny_config, jnp.asarray(0))) == pytest.approx(0.4)

@@ -5,6 +5,7 @@ import numpy as np
 
 from advseg_jax import config_checks
 from advseg_jax import sharding
+from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from configs import voc
 
@@ -17,9 +18,9 @@ def test_voc_step_at_tiny_crop_changes_both_models():
     config.segmentor.pretrained = ""  # "imagenet" downloads Keras's weights: no internet here.
     config_checks.validate_config(config)
     mesh = sharding.make_mesh()
-    segmentor, adversary = steps.build_models(config)
-    assert steps.label_map_shape(config, segmentor, (64, 64)) == (8, 8)  # Output stride 8.
-    state = steps.create_train_state(config, mesh)
+    segmentor, adversary = state_lib.build_models(config)
+    assert state_lib.label_map_shape(config, segmentor, (64, 64)) == (8, 8)  # Output stride 8.
+    state = state_lib.create_train_state(config, mesh)
     before = jax.device_get(state)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 21, (2, 64, 64)).astype(np.int32)
