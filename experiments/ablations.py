@@ -125,20 +125,6 @@ def select_variants(sweep: str, names: Optional[Sequence[str]] = None) -> Dict[s
     return {n: o for n, o in variants.items() if n in names}
 
 
-def format_value(value: Any) -> str:
-    """A value as `config_flags` parses it back (tuples as '(a,b)', floats with a dot)."""
-    if isinstance(value, (tuple, list)):
-        trailing = "," if len(value) == 1 else ""
-        return "(" + ",".join(format_value(v) for v in value) + trailing + ")"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def override_flags(overrides: Dict[str, Any]) -> List[str]:
-    return [f"{_CONFIG_PREFIX}{key}={format_value(value)}" for key, value in overrides.items()]
-
-
 def split_passthrough(argv: Sequence[str]) -> List[str]:
     """The config overrides of `argv`, in order, as `--config.KEY=VALUE`: every run gets them."""
     passthrough, i = [], 0
@@ -183,7 +169,8 @@ def build_runs(config_path: str, sweep: str, workdir: str, seeds: int = 1,
         for variant, overrides in selected.items():
             run_dir = os.path.join(workdir, variant, f"seed_{seed}")
             argv = ["-m", "advseg_jax.main", f"--config={config_path}", f"--workdir={run_dir}",
-                    *passthrough, *override_flags(overrides), f"{_CONFIG_PREFIX}seed={seed}"]
+                    *passthrough, *results.override_flags(overrides),
+                    f"{_CONFIG_PREFIX}seed={seed}"]
             if steps is not None:
                 argv.append(f"{_CONFIG_PREFIX}num_train_steps={steps}")
             runs.append(Run(variant, seed, run_dir, argv))
@@ -201,7 +188,10 @@ def is_finished(run_dir: str, num_train_steps: Optional[int] = None) -> bool:
     unfinished and is resumed.
     """
     try:
-        final_step = workdir_io.read_config(run_dir)["num_train_steps"]
+        config = workdir_io.read_config(run_dir)
+        if config is None:
+            return False
+        final_step = config["num_train_steps"]
         step = workdir_io.read_eval_results(run_dir)["step"]
     except (OSError, ValueError, KeyError):
         return False

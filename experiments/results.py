@@ -19,7 +19,7 @@ import re
 import shlex
 import shutil
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -78,7 +78,7 @@ def load_run(run_dir: str) -> Optional[dict]:
         final = workdir_io.read_eval_results(run_dir)
     except (OSError, ValueError):
         return None
-    if final.get("step") != config.get("num_train_steps"):
+    if config is None or final.get("step") != config.get("num_train_steps"):
         return None
     return {"dir": run_dir, "config": config, "final": final}
 
@@ -173,6 +173,21 @@ def _placeholder(flag: str) -> str:
     return f"{key}={_PLACEHOLDERS[name]}" if name in _PLACEHOLDERS and "=" in flag else flag
 
 
+def format_value(value: Any) -> str:
+    """A value as `config_flags` parses it back (tuples as '(a,b)', floats with a dot)."""
+    if isinstance(value, (tuple, list)):
+        trailing = "," if len(value) == 1 else ""
+        return "(" + ",".join(format_value(v) for v in value) + trailing + ")"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def override_flags(overrides: Dict[str, Any]) -> List[str]:
+    """`--config.KEY=VALUE` flags of a variant's overrides (the runner's and the recipe's)."""
+    return [f"--config.{key}={format_value(value)}" for key, value in overrides.items()]
+
+
 def recipe(manifest: dict) -> dict:
     """How to re-run any seed of the sweep: the runner's command, machine paths as placeholders.
 
@@ -184,9 +199,15 @@ def recipe(manifest: dict) -> dict:
     command = ["python", "experiments/ablations.py", f"--config={manifest['config']}",
                f"--sweep={manifest['sweep']}", "--workdir=OUT",
                f"--seeds={len(manifest['seeds'])}", *passthrough]
+    # One run alone, as the runner launches it: replace SEED (and OUT) in the variant's command.
+    runs = {variant: " ".join(shlex.quote(c) for c in [
+        "python", "-m", "advseg_jax.main", f"--config={manifest['config']}",
+        f"--workdir=OUT/{variant}/seed_SEED", *passthrough, *override_flags(overrides),
+        "--config.seed=SEED"]) for variant, overrides in manifest["variants"].items()}
     return {"config": manifest["config"], "sweep": manifest["sweep"],
             "passthrough": passthrough, "variants": manifest["variants"],
-            "seeds": manifest["seeds"], "command": " ".join(shlex.quote(c) for c in command)}
+            "seeds": manifest["seeds"], "command": " ".join(shlex.quote(c) for c in command),
+            "run_commands": runs}
 
 
 def _per_class_stats(finals: Sequence[dict]) -> Optional[Dict[str, dict]]:
@@ -290,8 +311,8 @@ def markdown(summary: dict) -> str:
         extra = " ".join(f"`{flag}`" for flag in summary["passthrough"]) or "none"
         lines += ["", f"Base config: `{summary['config']}`; overrides for every run: {extra}."]
     if summary.get("recipe"):
-        lines += ["", "Re-run (results.json `recipe`; `--variants=V --seeds=1` for one run): "
-                  f"`{summary['recipe']['command']}`."]
+        lines += ["", f"Re-run the sweep: `{summary['recipe']['command']}`. One run alone "
+                  "(any seed): results.json `recipe.run_commands[variant]` with SEED set."]
     if summary.get("verdict"):
         lines += ["", summary["verdict"].strip()]
     return "\n".join(lines) + "\n"

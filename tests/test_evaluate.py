@@ -10,7 +10,7 @@ import pytest
 from advseg_jax import evaluate
 from advseg_jax import train
 from advseg_jax.data import class_info
-from experiments import ablations
+from experiments import results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Checkpoints and evaluations at steps 2 and 4; kept as overrides so the CLI gets the same.
@@ -55,7 +55,7 @@ def _training_eval(workdir, step):
 def test_cli_equals_training_eval_results(trained, tmp_path):
     config, workdir = trained
     output = str(tmp_path / "scores.json")
-    flags = ablations.override_flags({**TINY, "data_dir": config.data_dir})
+    flags = results.override_flags({**TINY, "data_dir": config.data_dir})
     result = subprocess.run(
         [sys.executable, "-m", "advseg_jax.evaluate", "--config=configs/default.py",
          f"--workdir={workdir}", f"--output={output}", *flags],

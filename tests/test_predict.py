@@ -18,7 +18,7 @@ from advseg_jax import predict
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax.data import class_info
-from experiments import ablations
+from experiments import results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"segmentor.width": 8, "lambda_adv": 0.0}  # No adversary: the fastest state to build.
@@ -57,7 +57,7 @@ def test_cli_writes_palette_masks_and_overlays(checkpointed, images, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "advseg_jax.predict", "--config=configs/default.py",
          f"--workdir={workdir}", f"--input={images}", f"--output={output}",
-         *ablations.override_flags(TINY)],
+         *results.override_flags(TINY)],
         cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
         timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-5000:]
@@ -138,7 +138,7 @@ def test_cli_writes_the_good_images_and_exits_1_naming_the_bad_one(checkpointed,
     result = subprocess.run(
         [sys.executable, "-m", "advseg_jax.predict", "--config=configs/default.py",
          f"--workdir={workdir}", f"--input={images}", f"--output={output}",
-         *ablations.override_flags(TINY)],
+         *results.override_flags(TINY)],
         cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
         timeout=300, check=False)
     assert result.returncode == 1, result.stderr[-3000:]

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from experiments import ablations
 from experiments import results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,6 +212,12 @@ def test_fig4_markdown_has_paper_effects_recipe_and_verdict(fig4_dir):
     assert recipe["passthrough"] == ["--config.data_dir=DATA_DIR",
                                      "--config.manual_dir=MANUAL_DIR", "--config.dtype=float32"]
     assert "--sweep=stanford_fig4" in recipe["command"] and "--seeds=2" in recipe["command"]
+    # Each variant's single-run command is the runner's own command for that run.
+    runs = ablations.build_runs("configs/stanford_cpu.py", "stanford_fig4", "OUT", seeds=2,
+                                passthrough=recipe["passthrough"])
+    for run in runs:
+        command = recipe["run_commands"][run.variant].replace("SEED", str(run.seed))
+        assert command == " ".join(["python", *run.argv])
     assert "/home/me" not in json.dumps(summary)
     with open(os.path.join(fig4_dir, "class_accuracy.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
