@@ -51,15 +51,19 @@ def images(tmp_path):
     return str(folder)
 
 
-def test_cli_writes_palette_masks_and_overlays(checkpointed, images, tmp_path):
-    _, workdir = checkpointed
-    output = str(tmp_path / "out")
-    result = subprocess.run(
+def _predict_cli(workdir, images, output) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "advseg_jax.predict", "--config=configs/default.py",
          f"--workdir={workdir}", f"--input={images}", f"--output={output}",
          *results.override_flags(TINY)],
         cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
         timeout=300, check=False)
+
+
+def test_cli_writes_palette_masks_and_overlays(checkpointed, images, tmp_path):
+    _, workdir = checkpointed
+    output = str(tmp_path / "out")
+    result = _predict_cli(workdir, images, output)
     assert result.returncode == 0, result.stderr[-5000:]
     assert sorted(os.listdir(output)) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
     palette = class_info.palette("digit_scenes")
@@ -135,12 +139,7 @@ def test_cli_writes_the_good_images_and_exits_1_naming_the_bad_one(checkpointed,
     _, workdir = checkpointed
     _add_bad_files(images)
     output = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "advseg_jax.predict", "--config=configs/default.py",
-         f"--workdir={workdir}", f"--input={images}", f"--output={output}",
-         *results.override_flags(TINY)],
-        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
-        timeout=300, check=False)
+    result = _predict_cli(workdir, images, output)
     assert result.returncode == 1, result.stderr[-3000:]
     assert sorted(os.listdir(output)) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
     assert "skipped 2 of 4 images" in result.stderr
