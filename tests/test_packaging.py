@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def test_install_requires_is_the_runtime_part_of_requirements():
     assert [d.replace(" ", "") for d in declared] == [r.replace(" ", "") for r in runtime]
 
 
-def test_constraints_pin_every_direct_requirement_to_the_installed_version():
+def test_constraints_pin_every_direct_requirement():
+    """Every requirement has an exact pin. A pin that differs from the installed version (a
+    newer release installed by a fresh `pip install -r requirements.txt`) is a warning, not a
+    failure: the suite must not turn red because a dependency published a release."""
     from importlib import metadata
     pins = {}
     for line in _requirement_lines((REPO / "constraints.txt").read_text()):
@@ -87,9 +91,11 @@ def test_constraints_pin_every_direct_requirement_to_the_installed_version():
             continue
         assert name in pins, f"{name} (requirements.txt) has no pin in constraints.txt"
     for name, version in pins.items():
-        assert metadata.version(name) == version, (
-            f"constraints.txt pins {name}=={version} but {metadata.version(name)} is installed; "
-            "refresh it with python .ci/freeze_constraints.py > constraints.txt")
+        assert re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), f"{name}=={version}?"
+        if metadata.version(name) != version:
+            warnings.warn(f"constraints.txt pins {name}=={version} but {metadata.version(name)} "
+                          "is installed; if the suite passes, refresh it with "
+                          "python .ci/freeze_constraints.py > constraints.txt", stacklevel=1)
 
 
 def test_license_is_the_apache_2_0_text_setup_cfg_declares():
