@@ -57,11 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     # class-probability map.
     config.adversary.encoding = "basic"
     config.adversary.width_divisor = 1  # The paper's full widths.
-    config.adversary.steps_per_segmentor_step = 1  # Our choice: alternate one step each.
-    config.adversary.optimizer = "adam"  # Our choice (DCGAN discriminator setting).
-    config.adversary.learning_rate = 1e-4  # Our choice.
-    config.adversary.schedule = "constant"  # Our choice.
-    config.adversary.warmup_steps = 0
-    config.adversary.momentum = 0.5  # Adam beta1 0.5, DCGAN (Radford et al. 2016).
-    config.adversary.weight_decay = 0.0  # Our choice.
+    # Our choice. The rest of the adversary's optimizer is default.py's (our choice too): one
+    # update per segmentor step, Adam with beta1 0.5 (DCGAN), constant rate, no weight decay.
+    config.adversary.learning_rate = 1e-4
     return config
