@@ -65,12 +65,6 @@ _PLACEHOLDERS = {"data_dir": "DATA_DIR", "manual_dir": "MANUAL_DIR"}
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
 
 
-def read_history(run_dir: str) -> List[dict]:
-    """A run's eval records, one per (step, split): a resumed run's repeated eval keeps the last;
-    a line torn by a killed run is skipped with a warning."""
-    return workdir_io.read_eval_history(run_dir)
-
-
 def load_run(run_dir: str) -> Optional[dict]:
     """{config, final} of a finished run, None if it is missing or unfinished."""
     try:
@@ -391,7 +385,7 @@ def _curves(run_dirs: Sequence[str], split: str, metric: str):
     """
     series, epochs = [], {}
     for run_dir in run_dirs:
-        records = [r for r in read_history(run_dir)
+        records = [r for r in workdir_io.read_eval_history(run_dir)
                    if r["split"] == split and r.get(metric) is not None]
         series.append({r["step"]: r[metric] for r in records})
         epochs.update({r["step"]: r.get("epoch", math.nan) for r in records})

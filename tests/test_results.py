@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from advseg_jax import workdir_io
 from experiments import ablations
 from experiments import results
 
@@ -124,7 +125,7 @@ def test_history_keeps_the_last_record_of_a_repeated_eval(tmp_path):
     with open(run_dir / "eval_history.jsonl", "w") as f:
         for value in (0.1, 0.2):  # A resumed run evaluated step 5 twice.
             f.write(json.dumps({"step": 5, "split": "train", "mean_class_accuracy": value}) + "\n")
-    (record,) = results.read_history(str(run_dir))
+    (record,) = workdir_io.read_eval_history(str(run_dir))
     assert math.isclose(record["mean_class_accuracy"], 0.2)
 
 
@@ -135,7 +136,7 @@ def test_a_half_written_last_history_line_is_skipped(tmp_path, caplog):
         f.write(json.dumps({"step": 5, "split": "train", "mean_class_accuracy": 0.3}) + "\n")
         f.write('{"step": 10, "split": "tr')  # The run was killed mid-write.
     with caplog.at_level(logging.WARNING):
-        (record,) = results.read_history(str(run_dir))
+        (record,) = workdir_io.read_eval_history(str(run_dir))
     assert record["step"] == 5
     assert "Skipping unreadable line 2" in caplog.text
 
