@@ -25,6 +25,7 @@ from advseg_jax import losses
 from advseg_jax import models
 from advseg_jax import optim
 from advseg_jax.data import class_info
+from advseg_jax.models import exact_taps
 
 _REFERENCE_SIZE = 1024  # A power of two: every network's downsampling divides it.
 
@@ -65,6 +66,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.segmentor.name not in models.segmentor_names():
         raise ConfigError(f"Unknown segmentor.name={config.segmentor.name!r}; valid options: "
                           f"{models.segmentor_names()}.")
+    if config.segmentor.conv_algorithm not in exact_taps.SETTINGS:
+        raise ConfigError(f"Unknown segmentor.conv_algorithm={config.segmentor.conv_algorithm!r}; "
+                          f"valid options: {list(exact_taps.SETTINGS)}.")
     if config.lambda_adv > 0:
         if config.adversary.name not in models.adversary_names():
             raise ConfigError(f"Unknown adversary.name={config.adversary.name!r}; valid options: "

@@ -23,6 +23,7 @@ from advseg_jax.config_checks import validate_config
     ("adversarial_loss", "wgan", "adversarial_loss='wgan'; valid options"),
     ("batch_size", 3, "batch_size=3 must be a positive multiple of the device count \\(2\\)"),
     ("adversary.tau", 1.5, "adversary.tau=1.5 must lie in"),
+    ("segmentor.conv_algorithm", "fft", "segmentor.conv_algorithm='fft'; valid options: .*taps"),
 ])
 def test_bad_values(tiny_config, key, value, message):
     section, _, name = key.rpartition(".")

@@ -1,41 +1,55 @@
-"""One real train step of configs/voc.py (Dilated-8 + LargeFOV + Product) at a tiny crop."""
+"""Real train steps of configs/voc.py (Dilated-8 + LargeFOV + Product) at a tiny crop."""
 
 import jax
 import numpy as np
+import pytest
 
-from advseg_jax import config_checks
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from configs import voc
 
+CROP = 32
+STEPS = 20
 
-def test_voc_step_at_tiny_crop_changes_both_models():
+
+def test_twenty_steps_change_both_models_with_the_same_losses_by_taps_as_by_lax():
+    """CPU's automatic convolutions by taps (advseg_jax/models/exact_taps.py) against lax's, in
+    the real step with dropout and the adversary (lambda 0.1): the same losses at every step.
+
+    One device, one image: 138M parameters make every step memory-bound on a CPU."""
     config = voc.get_config()
-    config.input.crop_size = (64, 64)
-    config.batch_size = 2
-    config.eval_batch_size = 2
+    config.input.crop_size = (CROP, CROP)
+    config.batch_size = config.eval_batch_size = 1
     config.segmentor.pretrained = ""  # "imagenet" downloads Keras's weights: no internet here.
-    config_checks.validate_config(config)
-    mesh = sharding.make_mesh()
-    segmentor, adversary = state_lib.build_models(config)
-    assert state_lib.label_map_shape(config, segmentor, (64, 64)) == (8, 8)  # Output stride 8.
-    state = state_lib.create_train_state(config, mesh)
-    before = jax.device_get(state)
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 21, (2, 64, 64)).astype(np.int32)
-    labels[:, :4] = 255
-    batch = {"image": rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8), "label": labels}
-    state, metrics = steps.make_train_step(config, mesh, segmentor, adversary)(
-        state, sharding.global_batch(batch, mesh))
-    metrics = steps.host_scalars(metrics)
-    for key in ("cross_entropy", "adversarial_term", "adversary_loss", "segmentor_loss"):
-        assert np.isfinite(metrics[key]), key
-    assert metrics["nonfinite_segmentor"] == 0 and metrics["nonfinite_adversary"] == 0
-    after = jax.device_get(state)
-    for name in ("segmentor", "adversary"):
-        old = jax.tree.leaves(getattr(before, name).params)
-        new = jax.tree.leaves(getattr(after, name).params)
-        assert any(not np.array_equal(a, b) for a, b in zip(old, new)), name
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    segmentor, _ = state_lib.build_models(config)
+    assert state_lib.label_map_shape(config, segmentor, (CROP, CROP)) == (4, 4)  # Stride 8.
+    initial = jax.device_get(state_lib.create_train_state(config, mesh))
     # Product encoding: the adversary's first conv reads 3 x 21 channels.
-    assert after.adversary.params["conv1_1"]["kernel"].shape == (3, 3, 63, 96)
+    assert initial.adversary.params["conv1_1"]["kernel"].shape == (3, 3, 63, 96)
+    losses, final = {}, {}
+    for setting in ("lax", "auto"):
+        config.segmentor.conv_algorithm = setting
+        segmentor, adversary = state_lib.build_models(config)
+        step = steps.make_train_step(config, mesh, segmentor, adversary)
+        state = jax.device_put(initial, sharding.replicated(mesh))
+        history = []
+        for i in range(STEPS):
+            data = np.random.default_rng(i)
+            labels = data.integers(0, 21, (1, CROP, CROP)).astype(np.int32)
+            labels[:, :4] = 255  # Void rows.
+            images = data.integers(0, 256, (1, CROP, CROP, 3)).astype(np.uint8)
+            state, metrics = step(state, sharding.global_batch(
+                    {"image": images, "label": labels}, mesh))
+            history.append(steps.host_scalars(metrics))
+        losses[setting], final[setting] = history, jax.device_get(state)
+    for plain, by_taps in zip(losses["lax"], losses["auto"]):
+        assert plain["nonfinite_segmentor"] == 0 and plain["nonfinite_adversary"] == 0
+        for key in ("segmentor_loss", "cross_entropy", "adversarial_term", "adversary_loss"):
+            assert np.isfinite(plain[key]), key
+            assert by_taps[key] == pytest.approx(plain[key], rel=1e-4), key
+    for name in ("segmentor", "adversary"):
+        old = jax.tree.leaves(getattr(initial, name).params)
+        new = jax.tree.leaves(getattr(final["auto"], name).params)
+        assert any(not np.array_equal(a, b) for a, b in zip(old, new)), name

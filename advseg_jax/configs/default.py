@@ -87,6 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
     # its keys once, with no fallback in code); voc.py and stanford_background.py set theirs.
     config.segmentor.dropout_rate = 0.5  # dilated8: VGG16's fc6/fc7 dropout (Yu & Koltun).
     config.segmentor.context_module = True  # dilated8: Yu & Koltun's basic context module.
+    # dilated8: how convolutions compute, the same function either way: "auto" (on CPU, 1x1 and
+    # mostly-padding ones as one matmul per tap; advseg_jax/models/exact_taps.py), "taps", "lax".
+    config.segmentor.conv_algorithm = "auto"
     config.segmentor.widths = (16, 64, 256)  # multiscale: stage widths (Farabet et al. 2013).
     config.segmentor.kernel_size = 7  # multiscale (Farabet et al. 2013).
     config.segmentor.activation = "tanh"  # multiscale: "tanh" | "relu" (Farabet et al.: tanh).

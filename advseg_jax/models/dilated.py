@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from advseg_jax.models import exact_taps
 from advseg_jax.models import registry
 from advseg_jax.models import vgg
 
@@ -38,16 +39,20 @@ class ContextModule(nn.Module):
     num_classes: int
     dilations: Sequence[int] = CONTEXT_DILATIONS
     dtype: Any = jnp.float32
+    conv_algorithm: str = "auto"  # `exact_taps.SETTINGS`.
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        conv = exact_taps.conv_general_dilated(self.conv_algorithm)
         for i, rate in enumerate(self.dilations, start=1):
             x = nn.Conv(self.num_classes, (3, 3), kernel_dilation=rate, padding="SAME",
                         kernel_init=identity_init, bias_init=nn.initializers.zeros,
-                        dtype=self.dtype, name=f"conv{i}")(x)
+                        dtype=self.dtype, conv_general_dilated=conv,
+                        name=f"conv{i}")(x)
             x = nn.relu(x)
         return nn.Conv(self.num_classes, (1, 1), kernel_init=identity_init,
-                       bias_init=nn.initializers.zeros, dtype=self.dtype, name="final")(x)
+                       bias_init=nn.initializers.zeros, dtype=self.dtype,
+                       conv_general_dilated=conv, name="final")(x)
 
 
 class Dilated8(nn.Module):
@@ -57,14 +62,17 @@ class Dilated8(nn.Module):
     dropout_rate: float = 0.5
     context_module: bool = True
     dtype: Any = jnp.float32
+    conv_algorithm: str = "auto"  # `exact_taps.SETTINGS`.
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = vgg.preprocess_caffe(images)
         x = vgg.VGG16(dilated=True, num_classes=self.num_classes, dropout_rate=self.dropout_rate,
-                      dtype=self.dtype, name="frontend")(x, train=train)
+                      dtype=self.dtype, conv_algorithm=self.conv_algorithm, name="frontend")(
+                              x, train=train)
         if self.context_module:
-            x = ContextModule(self.num_classes, dtype=self.dtype, name="context")(
+            x = ContextModule(self.num_classes, dtype=self.dtype,
+                              conv_algorithm=self.conv_algorithm, name="context")(
                     x.astype(self.dtype))
         return x.astype(jnp.float32)
 
@@ -74,7 +82,8 @@ def _dilated8(config: ml_collections.ConfigDict) -> nn.Module:
     return Dilated8(num_classes=config.num_classes,
                     dropout_rate=config.segmentor.dropout_rate,
                     context_module=config.segmentor.context_module,
-                    dtype=jnp.dtype(config.dtype))
+                    dtype=jnp.dtype(config.dtype),
+                    conv_algorithm=config.segmentor.conv_algorithm)
 
 
 @registry.register_pretrained_loader("dilated8")

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from advseg_jax.models import exact_taps
+
 # Keras's "caffe" preprocessing mean, in BGR order: the statistics the ImageNet weights were
 # trained with, so they are part of the pretrained model rather than a tunable setting.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -54,15 +56,18 @@ class VGG16(nn.Module):
     num_classes: int = 0  # Only used (and required) when dilated.
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
+    conv_algorithm: str = "auto"  # How the convolutions compute: `exact_taps.SETTINGS`.
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = x.astype(self.dtype)
+        conv = exact_taps.conv_general_dilated(self.conv_algorithm)
         for block, widths in enumerate(VGG16_BLOCKS, start=1):
             dilation = CONV5_DILATION if (self.dilated and block == 5) else 1
             for i, width in enumerate(widths, start=1):
                 x = nn.Conv(width, (3, 3), kernel_dilation=dilation, padding="SAME",
-                            dtype=self.dtype, name=f"block{block}_conv{i}")(x)
+                            dtype=self.dtype, conv_general_dilated=conv,
+                            name=f"block{block}_conv{i}")(x)
                 x = nn.relu(x)
             if not self.dilated or block <= 3:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
@@ -71,11 +76,13 @@ class VGG16(nn.Module):
         if self.num_classes <= 0:
             raise ValueError(f"VGG16(dilated=True) needs num_classes > 0, got {self.num_classes}.")
         x = nn.Conv(FC_WIDTH, (FC6_KERNEL, FC6_KERNEL), kernel_dilation=FC6_DILATION,
-                    padding="SAME", dtype=self.dtype, name="fc6")(x)
+                    padding="SAME", dtype=self.dtype, conv_general_dilated=conv,
+                    name="fc6")(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
-        x = nn.Conv(FC_WIDTH, (1, 1), dtype=self.dtype, name="fc7")(x)
+        x = nn.Conv(FC_WIDTH, (1, 1), dtype=self.dtype, conv_general_dilated=conv, name="fc7")(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
-        x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="final")(x)
+        x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, conv_general_dilated=conv,
+                    name="final")(x)
         return x.astype(jnp.float32)
 
 
