@@ -57,8 +57,9 @@ def start(workdir: Path, data_dir: str, *overrides: str, devices: int = 2,
         address, count, index = process
         command += [f"--coordinator_address={address}", f"--num_processes={count}",
                     f"--process_id={index}"]
-    # Workdirs live at <session basetemp>/<test dir>/<name>: one cache per session.
-    cache_dir = Path(workdir).parent.parent / "jax_compilation_cache"
+    # The session's cache (tests/conftest.py), or one beside the session's test directories.
+    cache_dir = Path(os.environ.get("JAX_COMPILATION_CACHE_DIR")
+                     or Path(workdir).parent.parent / "jax_compilation_cache")
     # Appended: a restart's log follows the interrupted run's. The child keeps its descriptor.
     with open(_log_path(command), "a") as log:
         return subprocess.Popen(command, cwd=REPO, env=_env(devices, cache_dir, xla_flags),
