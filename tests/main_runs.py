@@ -1,8 +1,9 @@
 """Bounded `python -m advseg_jax.main` subprocesses, and their checkpoints read back as numpy.
 
-Shared by the multi-process and resume tests. Every subprocess shares one persistent XLA
-compilation cache per test session: identical programs then compile once (a run drops from
-~25 s to ~10 s), and a cached executable is the same machine code, so bit-identity holds.
+Shared by the multi-process and resume tests. Every subprocess inherits the session's persistent
+XLA compilation cache (tests/conftest.py) and caches even its quick compilations there:
+identical programs then compile once (a run drops from ~25 s to ~10 s), and a cached executable
+is the same machine code, so bit-identity holds.
 """
 
 import os
@@ -38,11 +39,10 @@ TINY_FLAGS = (
 _REFERENCE_RUNS: Dict[str, Path] = {}
 
 
-def _env(devices: int, cache_dir: Path, xla_flags: str) -> dict:
+def _env(devices: int, xla_flags: str) -> dict:
     env = dict(os.environ)
     env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {xla_flags}",
                JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-               JAX_COMPILATION_CACHE_DIR=str(cache_dir),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
     return env
@@ -57,12 +57,9 @@ def start(workdir: Path, data_dir: str, *overrides: str, devices: int = 2,
         address, count, index = process
         command += [f"--coordinator_address={address}", f"--num_processes={count}",
                     f"--process_id={index}"]
-    # The session's cache (tests/conftest.py), or one beside the session's test directories.
-    cache_dir = Path(os.environ.get("JAX_COMPILATION_CACHE_DIR")
-                     or Path(workdir).parent.parent / "jax_compilation_cache")
     # Appended: a restart's log follows the interrupted run's. The child keeps its descriptor.
     with open(_log_path(command), "a") as log:
-        return subprocess.Popen(command, cwd=REPO, env=_env(devices, cache_dir, xla_flags),
+        return subprocess.Popen(command, cwd=REPO, env=_env(devices, xla_flags),
                                 stdout=log, stderr=subprocess.STDOUT)
 
 
