@@ -42,10 +42,14 @@ def _explicit_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
+def _output_size(size: int, pad: Tuple[int, int], kernel: int, dilation: int) -> int:
+    return size + pad[0] + pad[1] - (kernel - 1) * dilation  # Stride 1.
+
+
 def _tap_ranges(size: int, pad: Tuple[int, int], kernel: int,
                 dilation: int) -> Sequence[Optional[Tuple[int, int, int]]]:
     """Per tap: (first output, end output, input offset) of the outputs it meets the input at."""
-    out_size = size + pad[0] + pad[1] - (kernel - 1) * dilation
+    out_size = _output_size(size, pad, kernel, dilation)
     ranges = []
     for tap in range(kernel):
         offset = tap * dilation - pad[0]  # Output i reads input i + offset.
@@ -61,9 +65,8 @@ def padding_fraction(spatial: Sequence[int], kernel: Sequence[int], dilation: Se
     valid = total = 1
     for size, pad, k, d in zip(spatial, pads, kernel, dilation):
         ranges = _tap_ranges(size, pad, k, d)
-        out_size = size + pad[0] + pad[1] - (k - 1) * d
         valid *= sum(r[1] - r[0] for r in ranges if r is not None)
-        total *= k * out_size
+        total *= k * _output_size(size, pad, k, d)
     return 1.0 - valid / total if total else 0.0
 
 
@@ -75,8 +78,8 @@ def conv_by_taps(lhs: jax.Array, rhs: jax.Array, padding: Padding,
     (pad_h, pad_w) = _explicit_padding(padding, (height, width), (kh, kw), rhs_dilation)
     rows = _tap_ranges(height, pad_h, kh, rhs_dilation[0])
     cols = _tap_ranges(width, pad_w, kw, rhs_dilation[1])
-    out_h = height + sum(pad_h) - (kh - 1) * rhs_dilation[0]
-    out_w = width + sum(pad_w) - (kw - 1) * rhs_dilation[1]
+    out_h = _output_size(height, pad_h, kh, rhs_dilation[0])
+    out_w = _output_size(width, pad_w, kw, rhs_dilation[1])
     dtype = jnp.result_type(lhs.dtype, rhs.dtype)
     # One split, not kh*kw slices: its gradient is one concatenation, where the slices' would
     # be kh*kw kernel-sized pads summed (1.2 s a step for fc6).
