@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import app
 from absl import flags
 from absl import logging
@@ -48,6 +47,8 @@ from advseg_jax import peak_flops as peak_lib
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
+from advseg_jax.data import dataset_info
+from advseg_jax.data import folder_files
 from advseg_jax.data.class_info import IGNORE_LABEL
 
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -137,7 +138,7 @@ def time_round_robin(calls: Dict[str, Callable[[], object]], warmup: int,
 
 def measure_input(config: ml_collections.ConfigDict, batches: int) -> dict:
     """Images/s of the real training pipeline alone, on this process, after its start-up."""
-    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    builder = dataset_info.builder(config)
     if config.dataset not in _SELF_BUILDING and not builder.is_prepared():
         return {"input_images_per_s": None,
                 "input_reason": f"{config.dataset} is not prepared in {config.data_dir}; "
@@ -259,9 +260,10 @@ def main(argv: List[str]) -> None:
         config = config_checks.config_from_flag(flags.FLAGS)
         tf.config.set_visible_devices([], "GPU")
         distributed.initialize(None, None, None)
+        config = dataset_info.with_num_classes(config)
         config_checks.validate_config(config)
         config_checks.check_input_sizes(config)
-    except config_checks.ConfigError as error:
+    except (config_checks.ConfigError, folder_files.FolderError) as error:
         sys.exit(f"Error: {error}")
     with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress: keep stdout JSON.
         results = run_benchmark(config, _STEPS.value, _WARMUP.value,

@@ -7,10 +7,11 @@ learning rate. So sizes are checked against the networks (by tracing them abstra
 costs no compute) and against the dataset before the first step.
 """
 
+import copy
 import functools
 import math
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +26,12 @@ from advseg_jax import losses
 from advseg_jax import models
 from advseg_jax import optim
 from advseg_jax.data import class_info
+from advseg_jax.data import dataset_info
 from advseg_jax.models import exact_taps
 
 _REFERENCE_SIZE = 1024  # A power of two: every network's downsampling divides it.
+# input.eval_size meaning "the dataset's largest image, rounded up to the segmentor's multiple".
+AUTO_EVAL_SIZE = (0, 0)
 
 
 class ConfigError(ValueError):
@@ -93,9 +97,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"dtype={config.dtype!r}; valid options: "
                           "['float32', 'bfloat16', 'float16'].")
-    try:
-        class_info.class_names_for(config.dataset, config.num_classes)  # num_classes matches.
-    except ValueError as error:
+    if config.num_classes < 1:
+        raise ConfigError(f"num_classes={config.num_classes}: resolve it from the dataset first "
+                          "(dataset_info.with_num_classes), or set it to the class count.")
+    try:  # num_classes matches the dataset's class names (read from its metadata).
+        dataset_info.class_names(dataset_info.builder(config), config.num_classes)
+    except ValueError as error:  # A FolderError too: a folder config that cannot work.
         raise ConfigError(str(error)) from None
     if config.best_checkpoint_metric not in ("", *checkpointing.BEST_METRICS):
         raise ConfigError(f"Unknown best_checkpoint_metric={config.best_checkpoint_metric!r}; "
@@ -168,6 +175,8 @@ def check_input_sizes(config: ml_collections.ConfigDict) -> None:
     multiple = size_multiple(config)
     for key in ("crop_size", "eval_size"):
         size = tuple(config.input[key])
+        if key == "eval_size" and size == AUTO_EVAL_SIZE:
+            continue  # Resolved from the dataset (`with_eval_size`), a multiple by construction.
         if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
             raise ConfigError(f"input.{key}={size} must be two positive integers (height, width).")
         with_adversary = key == "crop_size" and config.lambda_adv > 0
@@ -214,23 +223,48 @@ def largest_image(builder: tfds.core.DatasetBuilder, split: str,
     return int(largest[0]), int(largest[1])
 
 
+def _evaluated_splits(config: ml_collections.ConfigDict) -> List[Tuple[str, Optional[int]]]:
+    splits = [(config.eval_split, None)]
+    if config.num_train_eval_examples:
+        count = config.num_train_eval_examples
+        splits.append((config.train_split, count if count > 0 else None))
+    return splits
+
+
+def largest_evaluated_image(config: ml_collections.ConfigDict,
+                            builder: tfds.core.DatasetBuilder) -> Tuple[int, int]:
+    """(max height, max width) over the evaluated images, after `input.image_scale`."""
+    largest = (1, 1)
+    for split, count in _evaluated_splits(config):
+        # Evaluation sees images rescaled by input.image_scale (augment.rescale's rounding).
+        size = tuple(max(1, int(np.round(side * config.input.image_scale)))
+                     for side in largest_image(builder, split, count))
+        largest = (max(largest[0], size[0]), max(largest[1], size[1]))
+    return largest
+
+
+def with_eval_size(config: ml_collections.ConfigDict,
+                   builder: tfds.core.DatasetBuilder) -> ml_collections.ConfigDict:
+    """`config`, or a copy whose `input.eval_size` (0, 0) is the largest evaluated image's
+    size rounded up to the segmentor's multiple: a dataset nobody has measured just works."""
+    if tuple(config.input.eval_size) != AUTO_EVAL_SIZE:
+        return config
+    multiple = size_multiple(config)
+    resolved = copy.deepcopy(config)
+    resolved.input.eval_size = tuple(math.ceil(side / multiple) * multiple
+                                     for side in largest_evaluated_image(config, builder))
+    return resolved
+
+
 def check_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> None:
     """`num_classes` against the dataset's classes, `input.eval_size` against its largest image."""
     try:
-        names = class_info.class_names(config.dataset)
-    except ValueError:
-        names = None  # A dataset we have no class list for: the label check per batch remains.
-    if names is not None and len(names) != config.num_classes:
-        raise ConfigError(
-            f"num_classes={config.num_classes} but dataset {config.dataset!r} has "
-            f"{len(names)} classes (label ids 0..{len(names) - 1}; 255 = void). Use "
-            f"--config.num_classes={len(names)}.")
+        dataset_info.class_names(builder, config.num_classes)
+    except ValueError as error:
+        raise ConfigError(f"{error} (label ids 0..num_classes-1; 255 = void)") from None
     multiple = size_multiple(config)
-    splits = [(config.eval_split, None)]
-    if config.num_train_eval_examples:
-        splits.append((config.train_split, config.num_train_eval_examples))
     eval_size = tuple(config.input.eval_size)
-    for split, count in splits:
+    for split, count in _evaluated_splits(config):
         # Evaluation sees images rescaled by input.image_scale (augment.rescale's rounding).
         largest = tuple(max(1, int(np.round(side * config.input.image_scale)))
                         for side in largest_image(builder, split, count))

@@ -38,6 +38,8 @@ from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import state as state_lib  # noqa: E402
 from advseg_jax import train_step as steps  # noqa: E402
 from advseg_jax import workdir_io  # noqa: E402
+from advseg_jax.data import dataset_info  # noqa: E402
+from advseg_jax.data import folder_files  # noqa: E402
 
 
 class CheckpointError(FileNotFoundError):
@@ -104,8 +106,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     NaN scores (a class absent from the split) become None.
     """
     mesh = sharding.make_mesh()
+    config = dataset_info.with_num_classes(config)
     params, step = restore_params(config, workdir, step, mesh)
     builder = input_pipeline.get_builder(config)
+    config = config_checks.with_eval_size(config, builder)
     segmentor, _ = state_lib.build_models(config)
     eval_step = steps.make_eval_step(config, mesh, segmentor)
     scores, _ = evaluation.evaluate(config, eval_step, params, builder, mesh, config.eval_split)
@@ -124,7 +128,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(str(error)) from error
     try:
         result = evaluate_checkpoint(config_checks.config_from_flag(FLAGS), FLAGS.workdir, step)
-    except (CheckpointError, config_checks.ConfigError) as error:
+    except (CheckpointError, config_checks.ConfigError, folder_files.FolderError) as error:
         sys.exit(f"Error: {error}")
     output = FLAGS.output or os.path.join(
         FLAGS.workdir, f"evaluate_{result['split']}_{result['step']}.json")

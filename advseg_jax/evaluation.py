@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 from advseg_jax import input_pipeline
 from advseg_jax import metrics
 from advseg_jax import sharding
-from advseg_jax.data import class_info
+from advseg_jax.data import dataset_info
 
 
 def _local_rows(array: jax.Array) -> np.ndarray:
@@ -30,26 +30,27 @@ def evaluate(config: ml_collections.ConfigDict, eval_step, params,
     """
     confusion = np.zeros((config.num_classes, config.num_classes), np.int64)
     strips = None
+    colours = dataset_info.palette(builder)
     for local in input_pipeline.eval_iterator(config, builder, split, num_examples):
         batch_confusion, predictions = eval_step(params, sharding.global_batch(local, mesh))
         confusion += np.asarray(batch_confusion.addressable_data(0), np.int64)
         if num_images and strips is None:
-            strips = _strips(config, local, _local_rows(predictions), num_images)
-    names = class_info.class_names_for(config.dataset, config.num_classes)
+            strips = _strips(local, _local_rows(predictions), num_images, colours)
+    names = dataset_info.class_names(builder, config.num_classes)
     scores = metrics.segmentation_scores(confusion, names)
     scores["confusion"] = confusion.tolist()
     return scores, strips
 
 
-def colourise(labels: np.ndarray, dataset: str) -> np.ndarray:
-    """Label ids (void included) → RGB with the dataset's palette."""
-    return class_info.palette(dataset)[labels.astype(np.uint8)]
+def colourise(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Label ids (void included) → RGB with a dataset's [256, 3] palette."""
+    return palette[labels.astype(np.uint8)]
 
 
-def _strips(config: ml_collections.ConfigDict, local: dict, predictions: np.ndarray,
-            count: int) -> np.ndarray:
+def _strips(local: dict, predictions: np.ndarray, count: int,
+            palette: np.ndarray) -> np.ndarray:
     keep = local["pixel_mask"][:count].any(axis=(1, 2))
     images = local["image"][:count][keep]
-    truth = colourise(local["label"][:count][keep], config.dataset)
-    predicted = colourise(predictions[:count][keep], config.dataset)
+    truth = colourise(local["label"][:count][keep], palette)
+    predicted = colourise(predictions[:count][keep], palette)
     return np.concatenate([images, truth, predicted], axis=2)

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from advseg_jax.data import augment
 from advseg_jax.data import builder_io
+from advseg_jax.data import dataset_info
 from advseg_jax.data.class_info import IGNORE_LABEL
 
 _SKIP_DECODING = {"image": tfds.decode.SkipDecoding(),
@@ -26,16 +27,15 @@ _SKIP_DECODING = {"image": tfds.decode.SkipDecoding(),
 
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     """The TFDS builder of `config.dataset`, prepared in `config.data_dir` on first use."""
-    import advseg_jax.data  # noqa: F401  (registers our builders)
     from jax.experimental import multihost_utils
     manual_dir = config.get("manual_dir") or None
     if jax.process_index() == 0:
-        builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+        builder = dataset_info.builder(config)
         builder_io.prepare(builder, config.data_dir,
                            tfds.download.DownloadConfig(manual_dir=manual_dir))
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("advseg_jax dataset prepared")
-    return tfds.builder(config.dataset, data_dir=config.data_dir)
+    return dataset_info.builder(config)
 
 
 def _decode(builder: tfds.core.DatasetBuilder, example: dict):

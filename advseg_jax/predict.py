@@ -7,12 +7,15 @@ Installed, the same flags work as the `advseg-predict` console script (a shipped
 be named, e.g. `--config=voc`).
 
 For each image `<stem>.jpg|png`, writes OUT_DIR/<stem>.png (the label map as a palette PNG with
-the dataset's colours, so it opens like a VOC mask) and OUT_DIR/<stem>_overlay.png (image |
-image blended with the coloured labels). Images are segmented one at a time at their own size:
-the segmentors are fully convolutional. Each image is padded at bottom/right to a multiple of
-`_SIZE_MULTIPLE` with `config.input.fill_rgb`, as training pads crops, which keeps the output
-grid aligned with the input whatever the output stride (up to 32) and lets images of nearby
-sizes share one compiled program; the prediction is cropped back to the image.
+the dataset's colours — read from its metadata, so a folder dataset's own colours — so it opens
+like a VOC mask) and OUT_DIR/<stem>_overlay.png (image | image blended with the coloured
+labels). Images are segmented one at a time: each is first rescaled by
+`config.input.image_scale`, as evaluation rescales them (the model knows objects only at that
+scale), and the class scores are resized back, so every mask has its input image's own size.
+The segmentors are fully convolutional. The rescaled image is padded at bottom/right to a
+multiple of `_SIZE_MULTIPLE` with `config.input.fill_rgb`, as training pads crops, which keeps
+the output grid aligned with the input whatever the output stride (up to 32) and lets images of
+nearby sizes share one compiled program; the scores are cropped back to the image.
 
 Memory grows with an image's pixel count, so images above `--max_pixels` are refused rather
 than left to exhaust the device. A file that cannot be read or is too large is reported and
@@ -41,9 +44,12 @@ from advseg_jax import cli  # noqa: E402
 from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import evaluate  # noqa: E402
 from advseg_jax import models  # noqa: E402
-from advseg_jax.data import class_info  # noqa: E402
+from advseg_jax.data import augment  # noqa: E402
+from advseg_jax.data import dataset_info  # noqa: E402
+from advseg_jax.data import folder_files  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _SIZE_MULTIPLE = 32  # >= every segmentor's output stride (Dilated-8: 8; digit_net: 2).
 _OVERLAY_ALPHA = 0.5  # Weight of the colour mask in the blend.
 # 4 megapixels: phone photos (12-24 MP) would need many GiB of activations in Dilated-8.
@@ -85,43 +91,57 @@ def read_image(path: str) -> np.ndarray:
         raise InputError(f"Cannot read image {path!r}: {error}") from error
 
 
+def rescaled(image: np.ndarray, scale: float) -> np.ndarray:
+    """`image` rescaled by `scale` through evaluation's own sampling (`augment.rescale`)."""
+    if scale == 1.0:
+        return image
+    mask = tf.zeros((*image.shape[:2], 1), tf.uint8)
+    scaled, _ = augment.rescale(tf.constant(image), mask, scale)
+    return scaled.numpy()
+
+
 def make_predict_fn(config: ml_collections.ConfigDict,
                     params) -> Callable[[np.ndarray], np.ndarray]:
     """image uint8 [H, W, 3] → label ids uint8 [H, W]; compiled once per padded shape."""
     segmentor = models.build_segmentor(config)
     params = jax.device_put(jax.device_get(params), jax.local_devices()[0])
     fill = np.asarray(config.input.fill_rgb, np.uint8)
+    scale = config.input.image_scale
 
     @jax.jit
-    def labels_of(params, image):
+    def scores_of(params, image):
         logits = segmentor.apply({"params": params}, image[None].astype(jnp.float32),
                                  train=False)
-        logits = jax.image.resize(logits, (1, *image.shape[:2], logits.shape[-1]), "bilinear",
-                                  antialias=False)
-        return jnp.argmax(logits[0], axis=-1).astype(jnp.uint8)
+        return jax.image.resize(logits, (1, *image.shape[:2], logits.shape[-1]), "bilinear",
+                                antialias=False)[0]
 
     def predict(image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
-        padded_shape = (-(-height // _SIZE_MULTIPLE) * _SIZE_MULTIPLE,
-                        -(-width // _SIZE_MULTIPLE) * _SIZE_MULTIPLE, 3)
+        small = rescaled(image, scale)
+        small_height, small_width = small.shape[:2]
+        padded_shape = (-(-small_height // _SIZE_MULTIPLE) * _SIZE_MULTIPLE,
+                        -(-small_width // _SIZE_MULTIPLE) * _SIZE_MULTIPLE, 3)
         padded = np.empty(padded_shape, np.uint8)
         padded[...] = fill
-        padded[:height, :width] = image
-        return np.asarray(labels_of(params, padded))[:height, :width]
+        padded[:small_height, :small_width] = small
+        scores = np.asarray(scores_of(params, padded))[:small_height, :small_width]
+        if (small_height, small_width) != (height, width):  # Back to the input's own size.
+            scores = tf.image.resize(scores, (height, width), "bilinear").numpy()
+        return np.argmax(scores, axis=-1).astype(np.uint8)
 
     return predict
 
 
-def palette_png(labels: np.ndarray, dataset: str) -> Image.Image:
-    """Mode "P" image: pixel values are the label ids, the palette colours them."""
+def palette_png(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """Mode "P" image: pixel values are the label ids, the [256, 3] palette colours them."""
     mask = Image.fromarray(labels.astype(np.uint8))  # Mode "L"; the palette makes it "P".
-    mask.putpalette(class_info.palette(dataset).reshape(-1).tolist())
+    mask.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())
     return mask
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, dataset: str) -> np.ndarray:
+def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """image | image blended with the coloured labels, side by side."""
-    colours = class_info.palette(dataset)[labels]
+    colours = palette[labels]
     blend = (1 - _OVERLAY_ALPHA) * image + _OVERLAY_ALPHA * colours
     return np.concatenate([image, np.round(blend).astype(np.uint8)], axis=1)
 
@@ -149,6 +169,7 @@ def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str
                   output_dir: str) -> Tuple[List[str], Dict[str, str]]:
     """Writes mask and overlay per file: (mask paths, {file: error} of files that failed)."""
     predict = make_predict_fn(config, params)
+    palette = dataset_info.palette(dataset_info.builder(config))  # The dataset's own colours.
     os.makedirs(output_dir, exist_ok=True)
     written, failed = [], {}
     for file in files:
@@ -161,8 +182,8 @@ def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str
         labels = predict(image)
         stem = os.path.splitext(os.path.basename(file))[0]
         mask_path = os.path.join(output_dir, f"{stem}.png")
-        palette_png(labels, config.dataset).save(mask_path)
-        Image.fromarray(overlay(image, labels, config.dataset)).save(
+        palette_png(labels, palette).save(mask_path)
+        Image.fromarray(overlay(image, labels, palette)).save(
             os.path.join(output_dir, f"{stem}_overlay.png"))
         logging.info("%s (%dx%d) → %s", file, image.shape[1], image.shape[0], mask_path)
         written.append(mask_path)
@@ -183,6 +204,7 @@ def predict_path(config: ml_collections.ConfigDict, workdir: str, input_path: st
     usable = [file for file in files if file not in failed]
     if not usable:
         return [], failed
+    config = dataset_info.with_num_classes(config)
     params, step = evaluate.restore_params(config, workdir, step)
     logging.info("Segmenting %d images with step %d of %s.", len(usable), step, workdir)
     written, unreadable = predict_files(config, params, usable, output_dir)
@@ -203,7 +225,8 @@ def main(argv: Sequence[str]) -> None:
         config = config_checks.config_from_flag(FLAGS)
         written, failed = predict_path(config, FLAGS.workdir, FLAGS.input, FLAGS.output,
                                        step, FLAGS.max_pixels)
-    except (InputError, evaluate.CheckpointError, config_checks.ConfigError) as error:
+    except (InputError, evaluate.CheckpointError, config_checks.ConfigError,
+            folder_files.FolderError) as error:
         sys.exit(f"Error: {error}")
     print(f"Wrote {len(written)} masks and overlays to {FLAGS.output}.")
     if failed:

@@ -33,6 +33,7 @@ from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax import workdir_io
 from advseg_jax import workdir_lock
+from advseg_jax.data import dataset_info
 
 
 class NonFiniteError(FloatingPointError):
@@ -187,6 +188,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
     workdir in use by a live run (`WorkdirInUseError`) and a checkpoint of another model
     (`RestoreError`).
     """
+    try:  # num_classes = 0: as many as the dataset names (a folder dataset's class_names).
+        config = dataset_info.with_num_classes(config)
+    except ValueError as error:  # A folder config that cannot work (FolderError), for one.
+        raise config_checks.ConfigError(str(error)) from None
     config_checks.validate_config(config)
     config_checks.check_input_sizes(config)
     os.makedirs(workdir, exist_ok=True)
@@ -197,6 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
 def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
     mesh = sharding.make_mesh()
     builder = input_pipeline.get_builder(config)
+    config = config_checks.with_eval_size(config, builder)  # eval_size (0, 0): from the data.
     config_checks.check_dataset(config, builder)
     segmentor, adversary = state_lib.build_models(config)
     best = checkpointing.BestTracker(config, workdir)

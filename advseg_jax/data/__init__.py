@@ -2,7 +2,8 @@
 
 import importlib
 
-for _module in ("digit_scenes", "voc2012_segmentation", "stanford_background"):
+for _module in ("digit_scenes", "voc2012_segmentation", "stanford_background",
+                "segmentation_folder"):
     try:
         importlib.import_module(f"advseg_jax.data.{_module}")
     except ModuleNotFoundError as error:  # Only while a builder module is absent from the tree.

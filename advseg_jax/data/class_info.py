@@ -1,8 +1,14 @@
-"""Class names, palettes and the void label: defined once, used by data, metrics and predict."""
+"""Our datasets' class names, the VOC palette and the void label, for the builders' metadata.
 
-from typing import Sequence, Tuple
+Tools never look classes up here by dataset name: each builder stores its names and palette
+in its TFDS metadata (`metadata` below) and `dataset_info` reads them from the builder, so a
+user's folder dataset and ours are read alike.
+"""
+
+from typing import Optional, Sequence
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 # Pixels with this label are void: ignored by the losses, the metrics and the adversary.
 # VOC stores it in its masks; Stanford Background's -1 ("unknown") is mapped to it.
@@ -40,42 +46,15 @@ def voc_palette(num_entries: int = 256) -> np.ndarray:
     return palette
 
 
-_CLASSES = {
-        "digit_scenes": DIGIT_SCENES_CLASSES,
-        "voc2012_segmentation": VOC_CLASSES,
-        "stanford_background": STANFORD_BACKGROUND_CLASSES,
-}
+def metadata(class_names: Sequence[str], palette: Optional[np.ndarray] = None,
+             source_void_label: int = IGNORE_LABEL) -> tfds.core.MetadataDict:
+    """A dataset's classes as its TFDS metadata, the one place every tool reads them from.
 
-
-def class_names(dataset: str) -> Sequence[str]:
-    """Class names of a dataset known to advseg_jax, index = label id."""
-    base = dataset.split("/")[0].split(":")[0]
-    if base not in _CLASSES:
-        raise ValueError(f"Unknown dataset {dataset!r}; known: {sorted(_CLASSES)}.")
-    return _CLASSES[base]
-
-
-def class_names_for(dataset: str, num_classes: int) -> Tuple[str, ...]:
-    """The names that label every per-class score of a run on `dataset` with `num_classes`.
-
-    Raises ValueError if `num_classes` disagrees with the dataset's classes (the per-class
-    scores would be mislabelled and the classifier's output size wrong). A TFDS dataset that is
-    not one of ours has no names here: its classes are called class_0, class_1, ...
+    `class_names[i]` names label id i; `palette` ([256, 3] uint8, default the VOC map, which
+    gives a class id one colour across our datasets) colours label maps, entry 255 void;
+    `source_void_label` is the value that meant void in the source masks (stored as 255).
     """
-    base = dataset.split("/")[0].split(":")[0]
-    if base not in _CLASSES:
-        return tuple(f"class_{i}" for i in range(num_classes))
-    names = tuple(_CLASSES[base])
-    if len(names) != num_classes:
-        raise ValueError(f"num_classes={num_classes} but dataset {dataset!r} has {len(names)} "
-                         f"classes ({', '.join(names)}); set num_classes={len(names)}.")
-    return names
-
-
-def palette(dataset: str) -> np.ndarray:
-    """A [256, 3] uint8 palette for colouring label maps of `dataset` (void stays 255's colour).
-
-    All datasets share the VOC map so that a class id has one colour across tools.
-    """
-    class_names(dataset)  # Validates the name.
-    return voc_palette()
+    colours = voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    return tfds.core.MetadataDict(
+        class_names=list(class_names), palette=colours.tolist(), void_label=IGNORE_LABEL,
+        source_void_label=int(source_void_label))

@@ -101,6 +101,7 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
                 "image/filename": tfds.features.Text(),
             }),
             supervised_keys=("image", "segmentation_mask"),
+            metadata=class_info.metadata(class_info.DIGIT_SCENES_CLASSES),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from advseg_jax.data import builder_io
+from advseg_jax.data import class_info
 from advseg_jax.data.class_info import IGNORE_LABEL, STANFORD_BACKGROUND_CLASSES
 
 ARCHIVE = builder_io.Archive("iccv09Data.tar.gz", "http://dags.stanford.edu/data/iccv09Data.tar.gz")
@@ -95,6 +96,8 @@ class StanfordBackground(tfds.core.GeneratorBasedBuilder):
                 description=__doc__,
                 features=builder_io.segmentation_features(),
                 supervised_keys=("image", "segmentation_mask"),
+                metadata=class_info.metadata(STANFORD_BACKGROUND_CLASSES,
+                                             source_void_label=_UNKNOWN),
                 homepage="http://dags.stanford.edu/projects/scenedataset.html",
                 citation=_CITATION,
         )

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from advseg_jax.data import builder_io
+from advseg_jax.data import class_info
 from advseg_jax.data.class_info import VOC_CLASSES
 
 VOC_ARCHIVE = builder_io.Archive(
@@ -109,6 +110,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
                 description=__doc__,
                 features=builder_io.segmentation_features(),
                 supervised_keys=("image", "segmentation_mask"),
+                metadata=class_info.metadata(VOC_CLASSES),
                 homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
                 citation=_CITATION,
         )

@@ -1,0 +1,76 @@
+"""A config's dataset builder, and the classes, palette and class count read from its metadata.
+
+Every tool (training, evaluation, predict, prepare_data, the benchmark) gets its builder here,
+so a folder dataset (`config.dataset = "segmentation_folder"`, configured by `config.folder`)
+and a registered one are handled alike, and class names and colours come from the dataset,
+never from a table keyed by dataset name.
+"""
+
+import copy
+from typing import Optional, Tuple
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from advseg_jax.data import class_info
+from advseg_jax.data import segmentation_folder
+
+
+def builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    """The (possibly not yet prepared) builder of `config.dataset` in `config.data_dir`."""
+    import advseg_jax.data  # noqa: F401  (registers our builders)
+    if config.dataset == segmentation_folder.NAME:
+        if "folder" not in config:
+            raise ValueError(f"dataset={config.dataset!r} is configured by config.folder, which "
+                             "this config lacks; start from --config=folder.")
+        return segmentation_folder.SegmentationFolder(
+            config=segmentation_folder.builder_config(config.folder), data_dir=config.data_dir)
+    return tfds.builder(config.dataset, data_dir=config.data_dir)
+
+
+def _metadata(dataset: tfds.core.DatasetBuilder) -> dict:
+    metadata = dataset.info.metadata
+    return dict(metadata.items()) if metadata is not None else {}
+
+
+def class_names(dataset: tfds.core.DatasetBuilder,
+                num_classes: Optional[int] = None) -> Tuple[str, ...]:
+    """Names of label ids 0, 1, ... from the dataset's metadata.
+
+    A TFDS dataset made elsewhere has none: its classes are then class_0, class_1, ... (which
+    needs `num_classes`). Raises ValueError if `num_classes` disagrees with the dataset's names.
+    """
+    names = _metadata(dataset).get("class_names")
+    if names is None:
+        if not num_classes:
+            raise ValueError(f"Dataset {dataset.info.full_name!r} records no class names; set "
+                             "config.num_classes to its number of classes.")
+        return tuple(f"class_{i}" for i in range(num_classes))
+    names = tuple(names)
+    if num_classes is not None and len(names) != num_classes:
+        raise ValueError(f"num_classes={num_classes} but dataset {dataset.name!r} has "
+                         f"{len(names)} classes ({', '.join(names)}); set "
+                         f"num_classes={len(names)} (or 0: the dataset's count).")
+    return names
+
+
+def palette(dataset: tfds.core.DatasetBuilder) -> np.ndarray:
+    """[256, 3] uint8 colours of label ids (255 = void) from the metadata; else the VOC map."""
+    colours = _metadata(dataset).get("palette")
+    return class_info.voc_palette() if colours is None else np.asarray(colours, np.uint8)
+
+
+def with_num_classes(config: ml_collections.ConfigDict,
+                     dataset: Optional[tfds.core.DatasetBuilder] = None
+                     ) -> ml_collections.ConfigDict:
+    """`config`, or a copy with `num_classes` = the dataset's class count if it is 0.
+
+    `num_classes = 0` (the folder config's default) means "as many as the dataset names", so a
+    user lists their classes once, in `config.folder.class_names`.
+    """
+    if config.num_classes:
+        return config
+    resolved = copy.deepcopy(config)
+    resolved.num_classes = len(class_names(dataset or builder(config)))
+    return resolved
