@@ -13,7 +13,7 @@ from advseg_jax import evaluation
 from advseg_jax import metrics
 from advseg_jax import train
 from advseg_jax import workdir_io
-from advseg_jax.data import class_info
+from advseg_jax.data import dataset_info
 
 
 def _checkpoint_config(keep=1, metric="mean_iou"):
@@ -91,7 +91,7 @@ def _scripted_evaluation(monkeypatch, values):
 
     def fake(config, eval_step, params, builder, mesh, split, num_examples=None, num_images=0):
         del eval_step, params, builder, mesh, split, num_examples, num_images
-        names = class_info.class_names_for(config.dataset, config.num_classes)
+        names = dataset_info.class_names(dataset_info.builder(config), config.num_classes)
         scores = metrics.segmentation_scores(np.eye(config.num_classes), names)
         scores.update(mean_iou=next(values), confusion=[])
         return scores, None

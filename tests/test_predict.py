@@ -66,7 +66,7 @@ def test_cli_writes_palette_masks_and_overlays(checkpointed, images, tmp_path):
     result = _predict_cli(workdir, images, output)
     assert result.returncode == 0, result.stderr[-5000:]
     assert sorted(os.listdir(output)) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
-    palette = class_info.palette("digit_scenes")
+    palette = class_info.voc_palette()  # digit_scenes's metadata palette.
     for stem, (height, width) in (("a", (37, 53)), ("b", (70, 41))):
         with Image.open(os.path.join(output, f"{stem}.png")) as mask:
             assert mask.mode == "P" and mask.size == (width, height)
