@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from advseg_jax import cli
 from advseg_jax import encodings
 from advseg_jax import models
+from advseg_jax.data import dataset_info
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/voc.py.")
 _FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"],
@@ -96,6 +97,10 @@ def main(argv) -> None:
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/voc.py.")
+    try:  # num_classes = 0 (the folder config): the dataset's class count.
+        config = dataset_info.with_num_classes(config)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
     if _FORMAT.value == "json":
         print(json.dumps(summarize(config)))
         return
