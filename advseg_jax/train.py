@@ -202,7 +202,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
 def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
     mesh = sharding.make_mesh()
     builder = input_pipeline.get_builder(config)
-    config = config_checks.with_eval_size(config, builder)  # eval_size (0, 0): from the data.
+    if tuple(config.input.eval_size) == config_checks.AUTO_EVAL_SIZE:  # From the data.
+        config = config_checks.with_eval_size(config, builder)
+        config_checks.check_input_sizes(config)
     config_checks.check_dataset(config, builder)
     segmentor, adversary = state_lib.build_models(config)
     best = checkpointing.BestTracker(config, workdir)
