@@ -42,8 +42,6 @@ from advseg_jax.data import voc2012_segmentation  # noqa: F401
 _DATASET = flags.DEFINE_string(
         "dataset", None, "TFDS name, with config if any: voc2012_segmentation, "
         "stanford_background/fold0 ... fold4, digit_scenes. Or give --config.")
-config_flags.DEFINE_config_file("config", None, "A training config (e.g. folder): its dataset is "
-                                "built and summarised.", lock_config=True)
 # The configs' default data_dir, so a prepared dataset is where training looks for it.
 _DATA_DIR = flags.DEFINE_string(
         "data_dir", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"),
@@ -65,7 +63,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    if bool(_DATASET.value) == bool(FLAGS.config):
+    if bool(_DATASET.value) == bool("config" in FLAGS and FLAGS.config):
         raise app.UsageError("Give either --dataset=NAME or --config=CONFIG.")
     if _DATASET.value:
         builder = prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
@@ -88,7 +86,14 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(f"Error: {error}")
 
 
+def _define_config_flag() -> None:
+    """Defined when run, not on import: other CLIs that tests import define --config too."""
+    config_flags.DEFINE_config_file("config", None, "A training config (e.g. folder): its "
+                                    "dataset is built and summarised.", lock_config=True)
+
+
 def run() -> None:
+    _define_config_flag()
     cli.run(main, __name__)
 
 

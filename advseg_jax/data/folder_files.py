@@ -72,8 +72,8 @@ def detect_layout(root: str) -> Directories:
                            train_list=train_list if os.path.isfile(train_list) else "",
                            eval_list=eval_list if os.path.isfile(eval_list) else "",
                            images_without_masks_skipped=True)
-    images = _first_existing(root, ("images", "img", "imgs"))
-    masks = _first_existing(root, ("masks", "annotations", "labels", "ann_dir"))
+    images = _first_existing(root, ("images",))
+    masks = _first_existing(root, ("masks", "annotations"))
     if not images or not masks:
         raise FolderError(
             f"config.folder.root={root!r} matches no known layout: expected JPEGImages/ + "
