@@ -51,17 +51,18 @@ def segmentor_adversarial_loss(fake_logits: jnp.ndarray, form: str) -> jnp.ndarr
 
 
 def adversary_diagnostics(real_logits: jnp.ndarray, fake_logits: jnp.ndarray,
-                          real_weights=None, fake_weights=None) -> dict:
+                          real_weights=None, fake_weights=None, total=jnp.sum) -> dict:
     """Accuracy on real and fake maps and mean D outputs: is the game balanced?
 
     Per-pixel logits come with weights (1 on non-void pixels), so void pixels, where the real
-    and the fake map hold the same numbers, do not blur the figures.
+    and the fake map hold the same numbers, do not blur the figures; `total` sums a weighted
+    figure (over all devices, in the step, so the means are the global batch's).
     """
     def mean(values, weights):
         if weights is None:
             return jnp.mean(values)
         weights = weights.astype(jnp.float32)
-        return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+        return total(values * weights) / jnp.maximum(total(weights), 1.0)
 
     return {
         "adversary_accuracy_real": mean((real_logits > 0).astype(jnp.float32), real_weights),

@@ -162,10 +162,13 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
         adv_losses, adv_ok, real_logits, fake_logits = jax.tree.map(
             lambda *xs: jnp.stack(xs), *outputs)
         metrics["adversary_loss"] = jnp.mean(adv_losses)
-        per_pixel = real_logits.ndim > 2
-        metrics.update(losses.adversary_diagnostics(
-            real_logits[-1], fake_logits[-1], *((label_weights, fake_weights) if per_pixel
-                                                else ())))
+        if real_logits.ndim > 2:  # Per pixel: over the global batch's non-void pixels.
+            diagnostics = losses.adversary_diagnostics(
+                real_logits[-1], fake_logits[-1], label_weights, fake_weights,
+                total=lambda x: lax.psum(jnp.sum(x), DATA))
+        else:
+            diagnostics = losses.adversary_diagnostics(real_logits[-1], fake_logits[-1])
+        metrics.update(diagnostics)
         finite["adversary"] = jnp.all(adv_ok)
 
     def discriminate(label_probs, map_images):
