@@ -272,16 +272,16 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
 def _batches(config: ml_collections.ConfigDict, builder, workdir: str, start_step: int):
     """The labeled stream, joined by the unlabeled one (its own order) when configured.
 
-    A semi-supervised run records which examples were labeled and which not (data_splits.json),
-    the list its results are reproduced from.
+    A run on a slice of the training data, or with unlabeled data, records which examples were
+    labeled and which not (data_splits.json): the lists its results are reproduced from.
     """
     labeled = input_pipeline.train_iterator(config, builder, start_step)
+    splits = [split for split in (config.train_split, config.unlabeled_split) if split]
+    if jax.process_index() == 0 and (len(splits) > 1 or "[" in config.train_split):
+        workdir_io.write_data_splits(workdir, {
+            split: input_pipeline.example_ids(builder, split) for split in splits})
     if not config.unlabeled_split:
         return labeled
-    if jax.process_index() == 0:
-        workdir_io.write_data_splits(workdir, {
-            split: input_pipeline.example_ids(builder, split)
-            for split in (config.train_split, config.unlabeled_split)})
     unlabeled = input_pipeline.unlabeled_iterator(config, builder, start_step)
     return ({**batch, **next(unlabeled)} for batch in labeled)
 
