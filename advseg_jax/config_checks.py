@@ -73,7 +73,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.segmentor.conv_algorithm not in exact_taps.SETTINGS:
         raise ConfigError(f"Unknown segmentor.conv_algorithm={config.segmentor.conv_algorithm!r}; "
                           f"valid options: {list(exact_taps.SETTINGS)}.")
-    if config.lambda_adv > 0:
+    _validate_semi_supervised(config)
+    if optim.uses_adversary(config):
+        if config.adversary.label_resolution not in ("output", "input"):
+            raise ConfigError(f"Unknown adversary.label_resolution="
+                              f"{config.adversary.label_resolution!r}; valid options: "
+                              "['output', 'input'].")
         if config.adversary.name not in models.adversary_names():
             raise ConfigError(f"Unknown adversary.name={config.adversary.name!r}; valid options: "
                               f"{models.adversary_names()}.")
@@ -118,6 +123,44 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{key}={config[key]} must be > 0.")
 
 
+def _validate_semi_supervised(config: ml_collections.ConfigDict) -> None:
+    """The unlabeled stream's keys: weights >= 0, and no weight without the data it needs."""
+    for key in ("lambda_adv_unlabeled", "lambda_semi", "semi_start_step",
+                "unlabeled_batch_size"):
+        if config[key] < 0:
+            raise ConfigError(f"{key}={config[key]} must be >= 0.")
+    if not 0.0 <= config.semi_threshold < 1.0:
+        raise ConfigError(f"semi_threshold={config.semi_threshold} must lie in [0, 1): it is a "
+                          "threshold on the discriminator's confidence (Hung et al.: 0.2).")
+    if not config.unlabeled_split:
+        for key in ("lambda_adv_unlabeled", "lambda_semi"):
+            if config[key] > 0:
+                raise ConfigError(f"{key}={config[key]} needs unlabeled images: set "
+                                  "config.unlabeled_split (e.g. 'train[72:]'), or set "
+                                  f"{key}=0.")
+        return
+    if config.unlabeled_split == config.train_split:
+        raise ConfigError(f"unlabeled_split={config.unlabeled_split!r} is the labeled "
+                          "train_split itself; use a disjoint split or slice (e.g. "
+                          "train_split='train[:72]', unlabeled_split='train[72:]').")
+    if config.lambda_adv_unlabeled == 0 and config.lambda_semi == 0:
+        raise ConfigError(f"unlabeled_split={config.unlabeled_split!r} is set but no loss "
+                          "term uses it: set lambda_adv_unlabeled and/or lambda_semi > 0, or "
+                          "unlabeled_split='' (no stream, no cost).")
+    if config.num_classes >= 254:
+        raise ConfigError(f"num_classes={config.num_classes}: the unlabeled stream codes "
+                          "labels in one uint8 channel and needs num_classes <= 253.")
+    batch = config.unlabeled_batch_size or config.batch_size
+    if batch % jax.device_count():
+        raise ConfigError(f"unlabeled_batch_size={batch} must be a multiple of the device "
+                          f"count ({jax.device_count()}).")
+    if config.lambda_semi > 0 and config.adversary.name != "fcn":
+        raise ConfigError(f"lambda_semi={config.lambda_semi} selects pixels by the "
+                          "discriminator's per-pixel confidence, but adversary.name="
+                          f"{config.adversary.name!r} gives one verdict per image. Use "
+                          "adversary.name='fcn', or lambda_semi=0.")
+
+
 def _spatial_shapes(module, *inputs) -> Dict[str, Tuple[int, int]]:
     """(H, W) of every 4-D intermediate output of `module` on `inputs`, traced without compute."""
     init = functools.partial(module.init, train=False, capture_intermediates=True)
@@ -154,7 +197,8 @@ def _too_small(config: ml_collections.ConfigDict, size: Tuple[int, int],
             out = jax.eval_shape(functools.partial(segmentor.apply, train=False),
                                  jax.eval_shape(segmentor.init, jax.random.key(0),
                                                 _images(size)), _images(size))
-            h, w = out.shape[1:3]
+            h, w = (size if config.adversary.label_resolution == "input"
+                    else out.shape[1:3])
             channels = encodings.encoded_channels(config.adversary.encoding, config.num_classes)
             adversary_shapes = _spatial_shapes(
                 models.build_adversary(config), jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32),
@@ -179,7 +223,7 @@ def check_input_sizes(config: ml_collections.ConfigDict) -> None:
             continue  # Resolved from the dataset (`with_eval_size`), a multiple by construction.
         if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
             raise ConfigError(f"input.{key}={size} must be two positive integers (height, width).")
-        with_adversary = key == "crop_size" and config.lambda_adv > 0
+        with_adversary = key == "crop_size" and optim.uses_adversary(config)
         networks = (f"segmentor {config.segmentor.name!r}" + (
             f" and adversary {config.adversary.name!r}" if with_adversary else ""))
         fix = tuple(math.ceil(s / multiple) * multiple for s in size)
@@ -262,6 +306,17 @@ def check_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetB
         dataset_info.class_names(builder, config.num_classes)
     except ValueError as error:
         raise ConfigError(f"{error} (label ids 0..num_classes-1; 255 = void)") from None
+    if config.unlabeled_split:
+        try:
+            count = builder.info.splits[config.unlabeled_split].num_examples
+        except (KeyError, ValueError) as error:
+            raise ConfigError(f"unlabeled_split={config.unlabeled_split!r} is not a split of "
+                              f"{config.dataset!r} ({error}); its splits: "
+                              f"{sorted(builder.info.splits)}. Slices such as 'train[72:]' "
+                              "work too.") from None
+        if count < (config.unlabeled_batch_size or config.batch_size) // jax.process_count():
+            raise ConfigError(f"unlabeled_split={config.unlabeled_split!r} has {count} "
+                              "examples, fewer than one unlabeled batch.")
     multiple = size_multiple(config)
     eval_size = tuple(config.input.eval_size)
     for split, count in _evaluated_splits(config):

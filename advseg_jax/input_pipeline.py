@@ -8,7 +8,8 @@ position). Evaluation splits the data per process, pads every image to `input.ev
 pixel mask, and pads the batch count so all processes run the same number of eval steps.
 """
 
-from typing import Iterator, Optional
+import hashlib
+from typing import Iterator, List, Optional
 
 import jax
 import ml_collections
@@ -79,6 +80,72 @@ def train_iterator(config: ml_collections.ConfigDict, builder: tfds.core.Dataset
     ds = ds.with_options(options).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(inp.prefetch)
     return iter(tfds.as_numpy(ds))
+
+
+# Unlabeled masks are re-coded before augmentation so that one uint8 channel tells crop padding
+# (filled with IGNORE_LABEL) from the split's own void pixels, which become this value.
+_HIDDEN_VOID = 254
+# Offsets the unlabeled stream's augmentation seeds from the labeled stream's record positions.
+_UNLABELED_POSITION_OFFSET = 2 ** 40
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A seed of its own for `stream`, derived from `config.seed`: orders that do not mirror
+    the labeled stream's, and the same on every machine (no Python hash randomisation)."""
+    digest = hashlib.sha256(f"{seed}/{stream}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def unlabeled_iterator(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+                       start_step: int = 0) -> Iterator[dict]:
+    """Endless process-local batches of `config.unlabeled_split` from `start_step`.
+
+    {unlabeled_image uint8 [b,h,w,3], unlabeled_valid bool [b,h,w] (False on crop padding),
+    unlabeled_label int32 [b,h,w]}. The images get the labeled stream's augmentation. The
+    split's masks (void where it has none) reach only the step's selection diagnostics, never a
+    loss. The order is seeded apart from the labeled stream's and, as there, resuming at step k
+    skips k batches of still-encoded records, so it survives a restart exactly.
+    """
+    num_processes, process = jax.process_count(), jax.process_index()
+    global_batch = config.unlabeled_batch_size or config.batch_size
+    inp = config.input
+    seed = stream_seed(config.seed, "unlabeled")
+    read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1)
+    ds = builder.as_dataset(split=config.unlabeled_split, shuffle_files=False,
+                            decoders=_SKIP_DECODING, read_config=read_config)
+    ds = ds.shuffle(inp.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.enumerate().skip(start_step * global_batch).shard(num_processes, process)
+
+    def prepare(position, example):
+        image, mask = _decode(builder, example)
+        mask = tf.where(mask == IGNORE_LABEL, tf.constant(_HIDDEN_VOID, mask.dtype), mask)
+        seed_pair = tf.stack([tf.constant(config.seed, tf.int64),
+                              position + _UNLABELED_POSITION_OFFSET])
+        image, mask = augment.train_augment(
+            image, mask, seed_pair, crop_size=tuple(inp.crop_size),
+            min_scale=inp.min_scale * inp.image_scale,
+            max_scale=inp.max_scale * inp.image_scale, random_flip=inp.random_flip,
+            ignore_label=IGNORE_LABEL, fill_rgb=tuple(inp.fill_rgb))
+        mask = tf.cast(mask[..., 0], tf.int32)
+        return {"unlabeled_image": image, "unlabeled_valid": mask != IGNORE_LABEL,
+                "unlabeled_label": tf.where(mask == _HIDDEN_VOID, IGNORE_LABEL, mask)}
+
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.with_options(options).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(global_batch // num_processes, drop_remainder=True).prefetch(inp.prefetch)
+    return iter(tfds.as_numpy(ds))
+
+
+def example_ids(builder: tfds.core.DatasetBuilder, split: str) -> List[str]:
+    """`image/filename` of every example of `split`, in record order (which slices follow)."""
+    if "image/filename" not in builder.info.features:
+        return []
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding(),
+                                      "segmentation_mask": tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda example: example["image/filename"])
+    return [name.decode("utf-8") for name in tfds.as_numpy(ds)]
 
 
 def num_eval_batches(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,

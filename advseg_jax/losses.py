@@ -1,4 +1,6 @@
-"""Losses of adversarial segmentation (Luc et al. 2016, Eq. 1-3). Pure functions of arrays.
+"""Losses of adversarial segmentation (Luc et al. 2016, Eq. 1-3; Hung et al. 2018, Eq. 2-5).
+
+Pure functions of arrays.
 
 Cross-entropy returns a *sum* and a *count* so that the caller can normalise by the number of
 valid pixels of the whole global batch — the same loss whether the batch sits on 1 or 8 devices.
@@ -48,11 +50,73 @@ def segmentor_adversarial_loss(fake_logits: jnp.ndarray, form: str) -> jnp.ndarr
                      f"valid options: {list(ADVERSARIAL_FORMS)}.")
 
 
-def adversary_diagnostics(real_logits: jnp.ndarray, fake_logits: jnp.ndarray) -> dict:
-    """Accuracy on real and fake maps and mean D outputs: is the game balanced?"""
+def adversary_diagnostics(real_logits: jnp.ndarray, fake_logits: jnp.ndarray,
+                          real_weights=None, fake_weights=None, total=jnp.sum) -> dict:
+    """Accuracy on real and fake maps and mean D outputs: is the game balanced?
+
+    Per-pixel logits come with weights (1 on non-void pixels), so void pixels, where the real
+    and the fake map hold the same numbers, do not blur the figures; `total` sums a weighted
+    figure (over all devices, in the step, so the means are the global batch's).
+    """
+    def mean(values, weights):
+        if weights is None:
+            return jnp.mean(values)
+        weights = weights.astype(jnp.float32)
+        return total(values * weights) / jnp.maximum(total(weights), 1.0)
+
     return {
-        "adversary_accuracy_real": jnp.mean((real_logits > 0).astype(jnp.float32)),
-        "adversary_accuracy_fake": jnp.mean((fake_logits < 0).astype(jnp.float32)),
-        "adversary_output_real": jnp.mean(jax.nn.sigmoid(real_logits)),
-        "adversary_output_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+        "adversary_accuracy_real": mean((real_logits > 0).astype(jnp.float32), real_weights),
+        "adversary_accuracy_fake": mean((fake_logits < 0).astype(jnp.float32), fake_weights),
+        "adversary_output_real": mean(jax.nn.sigmoid(real_logits), real_weights),
+        "adversary_output_fake": mean(jax.nn.sigmoid(fake_logits), fake_weights),
     }
+
+
+# Per-pixel forms (Hung et al. 2018): a fully convolutional discriminator's logits [N, h, w].
+# Each returns (sum over weighted pixels, sum of weights) so that the step normalises by the
+# pixels of the global batch, as it does the cross-entropy.
+
+def masked_binary_cross_entropy(logits: jnp.ndarray, target: float,
+                                weights: jnp.ndarray) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """(Σ w·BCE(sigmoid(logits), target), Σ w): void pixels (w = 0) count nowhere."""
+    weights = weights.astype(jnp.float32)
+    targets = jnp.full_like(logits, target, dtype=jnp.float32)
+    per_pixel = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets)
+    return jnp.sum(jnp.where(weights > 0, per_pixel, 0.0) * weights), jnp.sum(weights)
+
+
+def masked_segmentor_adversarial_loss(fake_logits: jnp.ndarray, weights: jnp.ndarray,
+                                      form: str) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """`segmentor_adversarial_loss` per pixel: (signed weighted sum, Σ w)."""
+    if form == "non_saturating":
+        return masked_binary_cross_entropy(fake_logits, 1.0, weights)
+    if form == "saturating":
+        total, count = masked_binary_cross_entropy(fake_logits, 0.0, weights)
+        return -total, count
+    raise ValueError(f"Unknown adversarial_loss={form!r}; "
+                     f"valid options: {list(ADVERSARIAL_FORMS)}.")
+
+
+def self_training_mask(confidence_logits: jnp.ndarray, valid: jnp.ndarray,
+                       threshold: float) -> jnp.ndarray:
+    """Pixels trusted for self-training: discriminator confidence sigmoid(d) > T_semi, not void.
+
+    Hung et al. 2018, Eq. 5: the confidence is the discriminator's belief that the prediction
+    at that pixel is ground truth. No gradient flows through the selection.
+    """
+    confidence = jax.nn.sigmoid(jax.lax.stop_gradient(confidence_logits).astype(jnp.float32))
+    return (confidence > threshold) & valid
+
+
+def self_training_cross_entropy(logits: jnp.ndarray, selected: jnp.ndarray
+                                ) -> Tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(Σ CE(logits, argmax logits) over selected pixels, their count, the targets).
+
+    The targets are the segmentor's own stop-gradient argmax: L_semi sharpens the prediction
+    where the discriminator trusts it, rather than pulling it towards anything new.
+    """
+    targets = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1)
+    per_pixel = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                                targets)
+    return (jnp.sum(jnp.where(selected, per_pixel, 0.0)),
+            jnp.sum(selected).astype(jnp.float32), targets)

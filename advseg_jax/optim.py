@@ -48,17 +48,43 @@ def make_optimizer(opt_config: ml_collections.ConfigDict,
     return optimizer
 
 
-def adversarial_weight(config: ml_collections.ConfigDict, step) -> jnp.ndarray:
-    """λ at `step`: ramped linearly from 0 over `lambda_adv_warmup_steps` (0 = constant λ).
+def uses_adversary(config: ml_collections.ConfigDict) -> bool:
+    """Whether any loss term needs the adversary; if none does, it is neither built nor run."""
+    return (config.lambda_adv > 0 or config.get("lambda_adv_unlabeled", 0.0) > 0
+            or config.get("lambda_semi", 0.0) > 0)
 
-    While the segmentor is still poor the adversary wins at once, and a full-weight adversarial
-    term then pulls towards confident rather than correct maps; the ramp lets the
-    cross-entropy shape the segmentor first.
+
+def adversarial_ramp(config: ml_collections.ConfigDict, step) -> jnp.ndarray:
+    """The factor in [0, 1] that scales every adversarial weight at `step`.
+
+    Linear from 0 over `lambda_adv_warmup_steps` (0 = constant). While the segmentor is still
+    poor the adversary wins at once, and a full-weight adversarial term then pulls towards
+    confident rather than correct maps; the ramp lets the cross-entropy shape the segmentor
+    first.
     """
     warmup = config.lambda_adv_warmup_steps
     if warmup <= 0:
+        return jnp.asarray(1.0, jnp.float32)
+    return jnp.minimum(1.0, jnp.asarray(step).astype(jnp.float32) / warmup)
+
+
+def adversarial_weight(config: ml_collections.ConfigDict, step) -> jnp.ndarray:
+    """λ_adv at `step` (its warm-up ramp applied)."""
+    if config.lambda_adv_warmup_steps <= 0:
         return jnp.asarray(config.lambda_adv, jnp.float32)
-    return config.lambda_adv * jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
+    return config.lambda_adv * adversarial_ramp(config, step)
+
+
+def semi_weights(config: ml_collections.ConfigDict, step) -> dict:
+    """λ_adv_unlabeled (ramped like λ_adv) and λ_semi (0 before `semi_start_step`) at `step`.
+
+    Self-training waits until the discriminator's confidence means something: early on it
+    trusts whatever the untrained segmentor predicts.
+    """
+    step = jnp.asarray(step)
+    return {"lambda_adv_unlabeled": config.lambda_adv_unlabeled * adversarial_ramp(config, step),
+            "lambda_semi": jnp.where(step >= config.semi_start_step,
+                                     jnp.asarray(config.lambda_semi, jnp.float32), 0.0)}
 
 
 def learning_rates(config: ml_collections.ConfigDict, step: int) -> dict:
@@ -66,7 +92,9 @@ def learning_rates(config: ml_collections.ConfigDict, step: int) -> dict:
     rates = {"lambda_adv": float(adversarial_weight(config, jnp.asarray(step))),
              "segmentor_learning_rate": float(
                  make_schedule(config.segmentor, config.num_train_steps)(step))}
-    if config.lambda_adv > 0:
+    if config.get("unlabeled_split"):
+        rates.update({k: float(v) for k, v in semi_weights(config, step).items()})
+    if uses_adversary(config):
         k = config.adversary.steps_per_segmentor_step
         rates["adversary_learning_rate"] = float(
             make_schedule(config.adversary, config.num_train_steps * k)(step * k))

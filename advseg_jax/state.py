@@ -27,7 +27,7 @@ class AdvSegState:
     """Both players, each with its own parameters, optimizer state and schedule position."""
 
     segmentor: train_state.TrainState
-    adversary: Optional[train_state.TrainState]  # None for the baseline (lambda_adv = 0).
+    adversary: Optional[train_state.TrainState]  # None when no loss term uses it.
 
     @property
     def step(self) -> jnp.ndarray:
@@ -35,8 +35,9 @@ class AdvSegState:
 
 
 def build_models(config: ml_collections.ConfigDict) -> Tuple[nn.Module, Optional[nn.Module]]:
-    """(segmentor, adversary); the adversary is None when lambda_adv == 0: nothing built or run."""
-    adversary = models.build_adversary(config) if config.lambda_adv > 0 else None
+    """(segmentor, adversary); the adversary is None when every adversarial λ is 0 (the
+    baseline): nothing built or run."""
+    adversary = models.build_adversary(config) if optim.uses_adversary(config) else None
     return models.build_segmentor(config), adversary
 
 
@@ -48,6 +49,14 @@ def label_map_shape(config: ml_collections.ConfigDict, segmentor: nn.Module,
                                jax.random.key(0), images)
     out = jax.eval_shape(functools.partial(segmentor.apply, train=False), variables, images)
     return tuple(out.shape[1:3])
+
+
+def adversary_map_shape(config: ml_collections.ConfigDict, segmentor: nn.Module,
+                        image_shape: Tuple[int, int]) -> Tuple[int, int]:
+    """Spatial shape of the label maps the adversary judges for images of `image_shape`."""
+    if config.adversary.label_resolution == "input":
+        return tuple(image_shape)
+    return label_map_shape(config, segmentor, image_shape)
 
 
 def create_train_state(config: ml_collections.ConfigDict, mesh: Mesh) -> AdvSegState:
@@ -63,7 +72,7 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: Mesh) -> AdvSegS
         tx=optim.make_optimizer(config.segmentor, config.num_train_steps))
     adv_state = None
     if adversary is not None:
-        h, w = label_map_shape(config, segmentor, crop)
+        h, w = adversary_map_shape(config, segmentor, crop)
         channels = encodings.encoded_channels(config.adversary.encoding, config.num_classes)
         adv_params = jax.jit(functools.partial(adversary.init, train=False))(
             adv_key, jnp.zeros((1, h, w, 3)), jnp.zeros((1, h, w, channels)))["params"]

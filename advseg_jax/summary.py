@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from advseg_jax import cli
 from advseg_jax import encodings
 from advseg_jax import models
+from advseg_jax import optim
 from advseg_jax.data import dataset_info
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/voc.py.")
@@ -52,7 +53,7 @@ def segmentor_summary(config: ml_collections.ConfigDict) -> Tuple[nn.Module, jnp
 
 def adversary_summary(config: ml_collections.ConfigDict, label_shape: Tuple[int, ...]
                       ) -> Tuple[nn.Module, Tuple[jnp.ndarray, jnp.ndarray], dict]:
-    """(module, example (images, label maps), summary dict) at the segmentor's output size."""
+    """(module, example (images, label maps), summary dict) at the label maps' size."""
     model = models.build_adversary(config)
     n, h, w, _ = label_shape
     channels = encodings.encoded_channels(config.adversary.encoding, config.num_classes)
@@ -77,13 +78,16 @@ def summarize(config: ml_collections.ConfigDict, tables: bool = False) -> Dict[s
         print(f"Segmentor {seg_info['name']!r}")
         print(nn.tabulate(segmentor, _rngs(), console_kwargs=console)(images, train=False))
     result = {"segmentor": seg_info}
-    if config.lambda_adv == 0:
+    if not optim.uses_adversary(config):
         result["adversary"] = {"name": config.adversary.name, "built": False,
-                               "reason": "lambda_adv == 0: the baseline builds no adversary."}
+                               "reason": "every adversarial λ is 0: no adversary is built."}
         if tables:
-            print(f"Adversary {config.adversary.name!r}: not built (lambda_adv == 0).")
+            print(f"Adversary {config.adversary.name!r}: not built (every adversarial λ is 0).")
         return result
-    adversary, inputs, adv_info = adversary_summary(config, tuple(seg_info["output_shape"]))
+    label_shape = tuple(seg_info["output_shape"])
+    if config.adversary.label_resolution == "input":  # Maps at the labels' resolution.
+        label_shape = (label_shape[0], *config.input.crop_size, label_shape[-1])
+    adversary, inputs, adv_info = adversary_summary(config, label_shape)
     if tables:
         print(f"Adversary {adv_info['name']!r} (encoding {adv_info['encoding']!r})")
         print(nn.tabulate(adversary, _rngs(), console_kwargs=console)(*inputs, train=False))

@@ -226,7 +226,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
         record = _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh,
                                      start_step)
         _track_best(best, checkpoints, start_step, record)
-    batches = input_pipeline.train_iterator(config, builder, start_step)
+    batches = _batches(config, builder, workdir, start_step)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
@@ -275,6 +275,23 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
                 logging.warning("Stopped by SIGTERM after checkpointing step %d.", step)
                 return None
     return record
+
+
+def _batches(config: ml_collections.ConfigDict, builder, workdir: str, start_step: int):
+    """The labeled stream, joined by the unlabeled one (its own order) when configured.
+
+    A run on a slice of the training data, or with unlabeled data, records which examples were
+    labeled and which not (data_splits.json): the lists its results are reproduced from.
+    """
+    labeled = input_pipeline.train_iterator(config, builder, start_step)
+    splits = [split for split in (config.train_split, config.unlabeled_split) if split]
+    if jax.process_index() == 0 and (len(splits) > 1 or "[" in config.train_split):
+        workdir_io.write_data_splits(workdir, {
+            split: input_pipeline.example_ids(builder, split) for split in splits})
+    if not config.unlabeled_split:
+        return labeled
+    unlabeled = input_pipeline.unlabeled_iterator(config, builder, start_step)
+    return ({**batch, **next(unlabeled)} for batch in labeled)
 
 
 def _track_best(best: checkpointing.BestTracker, checkpoints, step: int, record: dict) -> None:

@@ -67,11 +67,39 @@ def _unrolled(update, carry, length: int):
     return carry, outputs
 
 
+def _global_mean(values_sum: jnp.ndarray, count: jnp.ndarray) -> jnp.ndarray:
+    """This device's share of a mean over the global batch: pmean of it is that mean."""
+    return values_sum * lax.psum(1, DATA) / jnp.maximum(lax.psum(count, DATA), 1.0)
+
+
+def _bce(logits: jnp.ndarray, target: float, weights: jnp.ndarray) -> jnp.ndarray:
+    """Adversary BCE: per example (the paper's adversaries) or over non-void pixels (fcn).
+
+    Per-example logits take the local mean, as always: every device holds as many rows, so
+    the pmean of the gradients is the global batch's. Pixels differ per device, hence the
+    global normalisation of the per-pixel form.
+    """
+    if logits.ndim == 1:
+        return losses.binary_cross_entropy(logits, target)
+    return _global_mean(*losses.masked_binary_cross_entropy(logits, target, weights))
+
+
+def _adversarial_term(fake_logits: jnp.ndarray, weights: jnp.ndarray, form: str) -> jnp.ndarray:
+    if fake_logits.ndim == 1:
+        return losses.segmentor_adversarial_loss(fake_logits, form)
+    return _global_mean(*losses.masked_segmentor_adversarial_loss(fake_logits, weights, form))
+
+
 def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
                            config: ml_collections.ConfigDict, segmentor: nn.Module,
                            adversary: Optional[nn.Module]) -> Tuple[state_lib.AdvSegState, dict]:
     images = batch["image"].astype(jnp.float32)
     labels = batch["label"]
+    # Unlabeled rows (Hung et al. 2018) run through the segmentor with the labeled ones.
+    semi = "unlabeled_image" in batch
+    rows = images.shape[0]
+    inputs = (jnp.concatenate([images, batch["unlabeled_image"].astype(jnp.float32)])
+              if semi else images)
     num_devices = lax.psum(1, DATA)
     valid_pixels = lax.psum(jnp.sum(labels != IGNORE_LABEL).astype(jnp.float32), DATA)
     ce_scale = num_devices / jnp.maximum(valid_pixels, 1.0)  # pmean(scaled sum) = global mean.
@@ -83,26 +111,43 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
     def forward(params):
         apply = lambda x, rng: segmentor.apply({"params": params}, x, train=True,
                                                rngs={"dropout": rng})
-        return microbatch.apply_in_chunks(apply, images, chunk=chunk, rng=rng)
+        return microbatch.apply_in_chunks(apply, inputs, chunk=chunk, rng=rng)
 
-    logits, segmentor_vjp = jax.vjp(forward, state.segmentor.params)
-    out_shape = logits.shape[1:3]
+    all_logits, segmentor_vjp = jax.vjp(forward, state.segmentor.params)
+    out_shape = all_logits.shape[1:3]
     metrics, finite = {}, {}
     new_adversary = state.adversary
+    encoding = config.adversary.encoding
     if adversary is not None:
-        small_labels = _resize_nearest(labels, out_shape)
-        small_images = _resize_bilinear(images / 255.0, out_shape)
-        probs = jax.nn.softmax(lax.stop_gradient(logits), axis=-1)
-        real, fake = encodings.adversary_inputs(
-            config.adversary.encoding, small_labels, probs, small_images,
-            config.adversary.tau, IGNORE_LABEL)
+        map_shape = (labels.shape[1:3] if config.adversary.label_resolution == "input"
+                     else out_shape)
+        small_labels = _resize_nearest(labels, map_shape)
+        label_weights = small_labels != IGNORE_LABEL
+        small_images = _resize_bilinear(images / 255.0, map_shape)
+        probs = jax.nn.softmax(_resize_bilinear(lax.stop_gradient(all_logits[:rows]), map_shape),
+                               axis=-1)
+        real, fake = encodings.adversary_inputs(encoding, small_labels, probs, small_images,
+                                                config.adversary.tau, IGNORE_LABEL)
+        fake_images, fake_weights = small_images, label_weights
+        if semi:
+            # The unlabeled pixels that are image (not crop padding) count; their masks, if the
+            # split has any, are read only by the selection diagnostics below.
+            u_weights = _resize_nearest(batch["unlabeled_valid"].astype(jnp.int32),
+                                        map_shape) > 0
+            u_images = _resize_bilinear(inputs[rows:] / 255.0, map_shape)
+            u_probs = jax.nn.softmax(
+                _resize_bilinear(lax.stop_gradient(all_logits[rows:]), map_shape), axis=-1)
+            fake = jnp.concatenate([fake, encodings.encode(encoding, u_probs, u_images)])
+            fake_images = jnp.concatenate([small_images, u_images])
+            fake_weights = jnp.concatenate([label_weights, u_weights])
 
         def adversary_loss(params):
             apply = functools.partial(microbatch.apply_in_chunks,
                                       functools.partial(adversary.apply, {"params": params},
                                                         train=True), chunk=chunk)
-            real_logits, fake_logits = apply(small_images, real), apply(small_images, fake)
-            return losses.adversary_loss(real_logits, fake_logits), (real_logits, fake_logits)
+            real_logits, fake_logits = apply(small_images, real), apply(fake_images, fake)
+            loss = _bce(real_logits, 1.0, label_weights) + _bce(fake_logits, 0.0, fake_weights)
+            return loss, (real_logits, fake_logits)
 
         def adversary_update(adv_state, _):
             (loss, outputs), grads = jax.value_and_grad(adversary_loss, has_aux=True)(
@@ -117,31 +162,61 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
         adv_losses, adv_ok, real_logits, fake_logits = jax.tree.map(
             lambda *xs: jnp.stack(xs), *outputs)
         metrics["adversary_loss"] = jnp.mean(adv_losses)
-        metrics.update(losses.adversary_diagnostics(real_logits[-1], fake_logits[-1]))
+        if real_logits.ndim > 2:  # Per pixel: over the global batch's non-void pixels.
+            diagnostics = losses.adversary_diagnostics(
+                real_logits[-1], fake_logits[-1], label_weights, fake_weights,
+                total=lambda x: lax.psum(jnp.sum(x), DATA))
+        else:
+            diagnostics = losses.adversary_diagnostics(real_logits[-1], fake_logits[-1])
+        metrics.update(diagnostics)
         finite["adversary"] = jnp.all(adv_ok)
 
-    def segmentor_loss(logits):
+    def discriminate(label_probs, map_images):
+        return microbatch.apply_in_chunks(
+            functools.partial(adversary.apply, {"params": new_adversary.params}, train=True),
+            map_images, encodings.encode(encoding, label_probs, map_images), chunk=chunk)
+
+    def segmentor_loss(all_logits):
+        logits = all_logits[:rows]
         ce_sum, _ = losses.masked_cross_entropy(
             _resize_bilinear(logits, labels.shape[1:3]), labels, IGNORE_LABEL)
-        parts = {"cross_entropy": ce_sum * ce_scale}
+        parts, diagnostics = {"cross_entropy": ce_sum * ce_scale}, {}
         total = parts["cross_entropy"]
-        if adversary is not None:
-            probs = jax.nn.softmax(logits, axis=-1)
-            fake = encodings.encode(config.adversary.encoding, probs, small_images)
-            fake_logits = microbatch.apply_in_chunks(
-                functools.partial(adversary.apply, {"params": new_adversary.params}, train=True),
-                small_images, fake, chunk=chunk)
-            parts["adversarial_term"] = losses.segmentor_adversarial_loss(
-                fake_logits, config.adversarial_loss)
-            total = total + optim.adversarial_weight(config, state.step) * parts["adversarial_term"]
-        return total, parts
+        if adversary is None:
+            return total, (parts, diagnostics)
+        fake_logits = discriminate(jax.nn.softmax(_resize_bilinear(logits, map_shape), axis=-1),
+                                   small_images)
+        parts["adversarial_term"] = _adversarial_term(fake_logits, label_weights,
+                                                      config.adversarial_loss)
+        total = total + optim.adversarial_weight(config, state.step) * parts["adversarial_term"]
+        if semi:
+            weights = optim.semi_weights(config, state.step)
+            u_logits = _resize_bilinear(all_logits[rows:], map_shape)
+            u_fake_logits = discriminate(jax.nn.softmax(u_logits, axis=-1), u_images)
+            parts["adversarial_term_unlabeled"] = _adversarial_term(
+                u_fake_logits, u_weights, config.adversarial_loss)
+            total = total + (weights["lambda_adv_unlabeled"]
+                             * parts["adversarial_term_unlabeled"])
+            if u_fake_logits.ndim > 1:  # A confidence map: self-training can select pixels.
+                selected = losses.self_training_mask(u_fake_logits, u_weights,
+                                                     config.semi_threshold)
+                ce_semi, count, targets = losses.self_training_cross_entropy(u_logits, selected)
+                if config.lambda_semi > 0:
+                    parts["self_training_loss"] = _global_mean(ce_semi, count)
+                    total = total + weights["lambda_semi"] * parts["self_training_loss"]
+                diagnostics.update(_selection_diagnostics(
+                    selected, u_weights, targets, _resize_nearest(batch["unlabeled_label"],
+                                                                   map_shape)))
+        return total, (parts, diagnostics)
 
-    (total, parts), logits_grad = jax.value_and_grad(segmentor_loss, has_aux=True)(logits)
+    (total, (parts, diagnostics)), logits_grad = jax.value_and_grad(
+        segmentor_loss, has_aux=True)(all_logits)
     (grads,) = segmentor_vjp(logits_grad)
     grads = lax.pmean(grads, DATA)
     metrics.update(parts)
     metrics["segmentor_loss"] = total
     metrics = lax.pmean(metrics, DATA)
+    metrics.update(diagnostics)  # Already global.
     finite["segmentor"] = jnp.isfinite(metrics["segmentor_loss"]) & _all_finite(grads)
     new_segmentor = _keep_if(finite["segmentor"],
                              state.segmentor.apply_gradients(grads=grads), state.segmentor)
@@ -150,6 +225,22 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
         new_adversary = _keep_if(finite["segmentor"], new_adversary, state.adversary)
     metrics.update({f"nonfinite_{k}": (~v).astype(jnp.float32) for k, v in finite.items()})
     return state_lib.AdvSegState(new_segmentor, new_adversary), metrics
+
+
+def _selection_diagnostics(selected: jnp.ndarray, valid: jnp.ndarray, targets: jnp.ndarray,
+                           hidden_labels: jnp.ndarray) -> dict:
+    """Global fraction of unlabeled pixels picked for self-training, and how often the pick is
+    right where the split has (hidden) labels: the honest check of the confidence map.
+
+    -1 when no selected pixel has a label (a folder of images without masks).
+    """
+    labeled = selected & (hidden_labels != IGNORE_LABEL)
+    counts = lax.psum(jnp.stack([
+        jnp.sum(selected), jnp.sum(valid), jnp.sum(labeled),
+        jnp.sum(labeled & (targets == hidden_labels))]).astype(jnp.float32), DATA)
+    return {"semi_selected_fraction": counts[0] / jnp.maximum(counts[1], 1.0),
+            "semi_selected_accuracy": jnp.where(counts[2] > 0,
+                                                counts[3] / jnp.maximum(counts[2], 1.0), -1.0)}
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.Module,

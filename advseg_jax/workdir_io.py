@@ -4,6 +4,7 @@
     <workdir>/eval_results.json     the latest evaluation of `config.eval_split`
     <workdir>/eval_history.jsonl    every evaluation, one JSON object a line, appended
     <workdir>/best_checkpoint.json  {metric, step, value} of the best evaluated checkpoint
+    <workdir>/data_splits.json      the labeled and unlabeled splits and their example ids
     <workdir>/checkpoints/<step>/   orbax checkpoints (`checkpointing.py`)
     <workdir>/lock                  pid, host and start of the run holding it (`workdir_lock.py`)
     <sweep>/sweep.json              an ablation sweep's manifest (`experiments/ablations.py`)
@@ -26,6 +27,7 @@ CONFIG = "config.json"
 EVAL_RESULTS = "eval_results.json"
 EVAL_HISTORY = "eval_history.jsonl"
 BEST_CHECKPOINT = "best_checkpoint.json"
+DATA_SPLITS = "data_splits.json"
 CHECKPOINTS = "checkpoints"
 SWEEP_MANIFEST = "sweep.json"
 LOCK = "lock"
@@ -139,4 +141,15 @@ def write_manifest(sweep_dir: str, manifest: dict) -> None:
 
 def read_manifest(sweep_dir: str) -> Optional[dict]:
     path = os.path.join(sweep_dir, SWEEP_MANIFEST)
+    return read_json(path) if os.path.exists(path) else None
+
+
+def write_data_splits(workdir: str, splits: Dict[str, List[str]]) -> None:
+    """{split: example ids} of a semi-supervised run: which images had labels, which not."""
+    write_json(os.path.join(workdir, DATA_SPLITS),
+               {"splits": {name: {"count": len(ids), "ids": ids} for name, ids in splits.items()}})
+
+
+def read_data_splits(workdir: str) -> Optional[dict]:
+    path = os.path.join(workdir, DATA_SPLITS)
     return read_json(path) if os.path.exists(path) else None

@@ -87,6 +87,15 @@ SWEEPS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "classical": {"lambda_adv": 0.0},
         "adversarial": {},  # The config's tuned λ.
     },
+    # Hung et al. 2018 on configs/stanford_semi.py (72 labeled images of fold 0, 500 unlabeled):
+    # the three arms of issue 19. The supervised arm streams no unlabeled images and builds no
+    # discriminator: it costs what a plain segmentor costs.
+    "stanford_semi": {
+        "supervised": {"lambda_adv": 0.0, "lambda_adv_unlabeled": 0.0, "lambda_semi": 0.0,
+                       "unlabeled_split": ""},
+        "adversarial": {"lambda_semi": 0.0},
+        "adversarial_semi": {},  # The config: adversarial terms and self-training.
+    },
     # Sec. 3.1: the non-saturating segmentor loss the paper trains with vs the minimax form.
     "loss_form": {
         "non_saturating": {"adversarial_loss": "non_saturating"},

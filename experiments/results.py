@@ -471,8 +471,41 @@ def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accu
     plt.close(fig)
 
 
+def plot_eval_curves(summary: dict, path: str) -> None:
+    """Evaluation-split mIoU and per-class accuracy against steps, per variant, mean ± std.
+
+    Steps, not epochs: arms that add unlabeled images see as many labeled batches per step as
+    the supervised arm, so a step is the unit they share.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, row in enumerate(summary["variants"]):
+        points = summary["curves"].get(row["variant"], {}).get("eval")
+        if not points:
+            continue
+        colour = "k" if row.get("lambda_adv") == 0 else f"C{i}"
+        steps = np.array([p["step"] for p in points], float)
+        for ax, metric in zip(axes, ("mean_iou", "mean_class_accuracy")):
+            mean = np.array([100 * p[metric]["mean"] for p in points])
+            ax.plot(steps, mean, color=colour, marker=".",
+                    label=f"{row['variant']} (n={row['num_seeds']})")
+            std = [p[metric]["std"] for p in points]
+            if all(v is not None for v in std):
+                std = 100 * np.array(std)
+                ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.15)
+    for ax, metric in zip(axes, ("mean_iou", "mean_class_accuracy")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{_LABELS.get(metric, metric)} (%)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Evaluation split during training: mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_results(workdir: str) -> dict:
-    """Writes results.json, results.md, <sweep>_miou.png and class_accuracy.png into `workdir`."""
+    """Writes results.json, results.md, <sweep>_miou.png, class_accuracy.png and
+    eval_curves.png into `workdir`."""
     summary = summarize(workdir)
     verdict_path = os.path.join(workdir, VERDICT)
     if os.path.exists(verdict_path):
@@ -485,11 +518,14 @@ def write_results(workdir: str) -> dict:
     if any(row["num_seeds"] for row in summary["variants"]):
         plot_bars(summary, os.path.join(workdir, f"{summary['sweep'] or 'sweep'}_miou.png"))
         plot_class_accuracy(summary, os.path.join(workdir, "class_accuracy.png"))
+        plot_eval_curves(summary, os.path.join(workdir, "eval_curves.png"))
     return summary
 
 
-# What a committed sweep keeps of each run: enough to re-aggregate and to check a re-run.
-RUN_FILES = (workdir_io.CONFIG, workdir_io.EVAL_HISTORY, workdir_io.EVAL_RESULTS)
+# What a committed sweep keeps of each run: enough to re-aggregate and to check a re-run
+# (and, for a semi-supervised run, which examples were labeled).
+RUN_FILES = (workdir_io.CONFIG, workdir_io.EVAL_HISTORY, workdir_io.EVAL_RESULTS,
+             workdir_io.DATA_SPLITS)
 
 
 def export(workdir: str, destination: str) -> None:

@@ -78,7 +78,7 @@ def test_variant_filter_and_sweep_overrides_come_after_passthrough():
 def test_unknown_names_fail_listing_the_valid_ones():
     with pytest.raises(ValueError, match=r"valid sweeps: \['adversary', 'encodings', "
                                          r"'lambda', 'loss_form', 'stanford_fig4', "
-                                         r"'stanford_tuning'\]"):
+                                         r"'stanford_semi', 'stanford_tuning'\]"):
         ablations.get_sweep("encoding")
     with pytest.raises(ValueError, match="valid variants: .*'product'"):
         ablations.select_variants("encodings", ["prodcut"])

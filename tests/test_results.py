@@ -104,7 +104,7 @@ def test_runs_differing_in_an_unswept_key_are_flagged(sweep_dir):
 
 def test_plots_are_written(sweep_dir):
     results.write_results(sweep_dir)
-    for name in ("encodings_miou.png", "class_accuracy.png"):
+    for name in ("encodings_miou.png", "class_accuracy.png", "eval_curves.png"):
         with open(os.path.join(sweep_dir, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -228,14 +228,17 @@ def test_export_keeps_only_what_a_committed_sweep_needs(fig4_dir, tmp_path):
     run_dir = os.path.join(fig4_dir, "classical", "seed_0")
     os.makedirs(os.path.join(run_dir, "checkpoints", "20"))
     open(os.path.join(run_dir, "events.out.tfevents.1"), "w").close()
+    workdir_io.write_data_splits(run_dir, {"train[:2]": ["a.jpg", "b.jpg"]})  # Semi-supervised.
     unfinished = os.path.join(fig4_dir, "adversarial", "seed_2")
     write_run(unfinished, (0.1, 0.1, 0.1), 0.5, last_eval=10)
     destination = str(tmp_path / "exported")
     results.export(fig4_dir, destination)
     kept = sorted(os.path.relpath(os.path.join(d, f), destination)
                   for d, _, files in os.walk(destination) for f in files)
-    runs = [f"{v}/seed_{k}/{name}" for v in FIG4 for k in range(2) for name in results.RUN_FILES]
-    assert kept == sorted(runs + ["sweep.json", "verdict.md"])
+    runs = [f"{v}/seed_{k}/{name}" for v in FIG4 for k in range(2) for name in results.RUN_FILES
+            if name != workdir_io.DATA_SPLITS]
+    assert kept == sorted(runs + ["sweep.json", "verdict.md",
+                                  f"classical/seed_0/{workdir_io.DATA_SPLITS}"])
     shutil.rmtree(unfinished)  # Left out of the export, so out of the comparison too.
     assert results.summarize(destination)["curves"] == results.summarize(fig4_dir)["curves"]
 

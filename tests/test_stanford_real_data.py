@@ -62,3 +62,30 @@ def test_cpu_protocol_trains_and_scores_both_splits(real_data_dir, tmp_path):
                                   config.input.image_scale)
         expected += int(np.sum(np.asarray(mask) != 255))
     assert np.sum(record["confusion"]) == expected
+
+
+def test_semi_supervised_protocol_trains_three_losses_on_the_real_images(real_data_dir,
+                                                                         tmp_path):
+    """A few steps of configs/stanford_semi.py: 72 labeled images, the other 500 unlabeled."""
+    from advseg_jax import workdir_io
+    from configs import stanford_semi
+    config = stanford_semi.get_config()
+    config.data_dir = real_data_dir
+    config.batch_size = config.unlabeled_batch_size = 2
+    config.eval_batch_size = 16
+    config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+    config.log_every_steps = 2
+    config.semi_start_step = 1
+    config.num_train_eval_examples = 16
+    workdir = str(tmp_path)
+    train.train_and_evaluate(config, workdir)
+    splits = workdir_io.read_data_splits(workdir)["splits"]
+    assert splits["train[:72]"]["count"] == 72 and splits["train[72:]"]["count"] == 500
+    assert not set(splits["train[:72]"]["ids"]) & set(splits["train[72:]"]["ids"])
+    from tensorboard.backend.event_processing import event_accumulator
+    events = event_accumulator.EventAccumulator(workdir)
+    events.Reload()
+    logged = set(events.Tags()["tensors"]) | set(events.Tags().get("scalars", []))
+    for tag in ("train/self_training_loss", "train/adversarial_term_unlabeled",
+                "train/semi_selected_fraction", "train/semi_selected_accuracy"):
+        assert tag in logged, tag

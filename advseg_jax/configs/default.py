@@ -49,6 +49,21 @@ def get_config() -> ml_collections.ConfigDict:
     # "non_saturating": λ·BCE(a(x, s(x)), 1), the paper's choice for training.
     # "saturating": −λ·BCE(a(x, s(x)), 0), the original minimax form, for the ablation.
     config.adversarial_loss = "non_saturating"
+    # Semi-supervised training (Hung et al. 2018; README "Semi-supervised adversarial
+    # learning"). A split (or slice) of config.dataset streamed beside the labeled batch with
+    # its own seeded order; its masks, if any, are never trained on (only the diagnostic of
+    # the selected pixels' accuracy reads them). "" = none: no stream, no cost.
+    config.unlabeled_split = ""
+    config.unlabeled_batch_size = 0  # Global; 0 = batch_size (Hung et al.: equal batches).
+    # Segmentor loss = CE + lambda_adv·L_adv(labeled) + lambda_adv_unlabeled·L_adv(unlabeled)
+    #   + lambda_semi·L_semi; λ_adv's warm-up ramp scales both adversarial terms.
+    config.lambda_adv_unlabeled = 0.0  # Hung et al.: 0.001.
+    # L_semi: cross-entropy against the segmentor's own argmax on the unlabeled pixels whose
+    # discriminator confidence exceeds semi_threshold, from semi_start_step on. Needs a
+    # per-pixel adversary (adversary.name = "fcn").
+    config.lambda_semi = 0.0  # Hung et al.: 0.1.
+    config.semi_threshold = 0.2  # Hung et al.'s T_semi.
+    config.semi_start_step = 0  # Hung et al.: 5,000 of 20,000.
     config.dtype = "float32"  # Activations; params and losses stay float32. "bfloat16" on TPU/GPU.
     config.skip_nonfinite_steps = False  # False: stop on a non-finite loss/grad; True: skip it.
     # With skipping on, the run still stops once more than this fraction of its steps were
@@ -112,5 +127,8 @@ def get_config() -> ml_collections.ConfigDict:
     # largefov / smallfov (-light): also feed the RGB image next to the map (the paper does
     # not for Product/Scaling, which already hold it).
     config.adversary.concat_image = False
+    # Resolution of the label maps the adversary judges: "output" (the segmentor's, the paper's
+    # choice) or "input" (the labels', predictions upsampled bilinearly: Hung et al.'s fcn).
+    config.adversary.label_resolution = "output"
     return config
 

@@ -5,6 +5,7 @@ Importing this package registers every model.
 
 from advseg_jax.models import adversaries  # noqa: F401  (registers)
 from advseg_jax.models import dilated  # noqa: F401  (registers)
+from advseg_jax.models import fcn_discriminator  # noqa: F401  (registers)
 from advseg_jax.models import fov_adversaries  # noqa: F401  (registers)
 from advseg_jax.models import multiscale  # noqa: F401  (registers)
 from advseg_jax.models import segmentors  # noqa: F401  (registers)

@@ -11,7 +11,8 @@ Module contracts (all NHWC, class axis last):
     adversary.apply({"params": p}, images, label_maps, train=bool)
             images: float32 [N, h, w, 3] in [0, 1], resized to the label maps' resolution;
             label_maps: float32 [N, h, w, K] (an encoding of `advseg_jax.encodings`)
-            → float32 logits [N], one per example: "this map is ground truth".
+            → float32 logits [N], one per example: "this map is ground truth", or [N, h, w],
+            one per pixel (a fully convolutional discriminator, Hung et al. 2018).
 """
 
 from typing import Callable, Dict
