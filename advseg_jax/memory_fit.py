@@ -151,8 +151,9 @@ def choose(build: Callable[[int], Any], config: ml_collections.ConfigDict, mesh,
                   "memory_limit_gb": None if limit is None else limit / GB,
                   "memory_limit_bytes": limit, "memory_limit_source": source,
                   "safety_margin": SAFETY_MARGIN, "estimated_peak_memory_gb_tried": dict(tried)}
-        logging.info("Microbatch: %d of the %d images per device (%d microbatches, gradients "
-                     "accumulated); estimated peak %s GB per device (XLA memory analysis), %s; "
+        logging.info("Microbatch: %d of the %d images per device (%d microbatch(es), their "
+                     "gradients summed); estimated peak %s GB per device (XLA memory analysis), "
+                     "%s; "
                      "tried (microbatch: GB): %s", size, rows, rows // size,
                      "?" if need is None else f"{need / GB:.2f}", _limit_text(limit, source),
                      ", ".join(f"{k}: {'?' if v is None else f'{v:.2f}'}"
@@ -199,7 +200,7 @@ class SizedStep:
     """
 
     def __init__(self, build: Callable[[int], Any], config: ml_collections.ConfigDict, mesh):
-        self._build, self._config, self._mesh = build, config, mesh
+        self.build, self._config, self._mesh = build, config, mesh
         self._compiled, self._signature = None, None
         self.choice: Optional[Dict[str, Any]] = None
 
@@ -207,7 +208,7 @@ class SizedStep:
         """The compiled step for these shapes (chosen, compiled and logged once)."""
         signature = _signature((state, batch))
         if signature != self._signature:
-            self._compiled, self.choice = choose(self._build, self._config, self._mesh,
+            self._compiled, self.choice = choose(self.build, self._config, self._mesh,
                                                  state, batch)
             self._signature = signature
         return self._compiled
@@ -215,7 +216,7 @@ class SizedStep:
     def lower(self, state, batch):
         """jax's `Lowered` of the chosen step, for ahead-of-time callers."""
         self.compile(state, batch)
-        return self._build(self.choice["microbatch_size"]).lower(state, batch)
+        return self.build(self.choice["microbatch_size"]).lower(state, batch)
 
     def __call__(self, state, batch):
         compiled = self.compile(state, batch)
