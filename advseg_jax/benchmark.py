@@ -43,6 +43,7 @@ from advseg_jax import cli
 from advseg_jax import config_checks
 from advseg_jax import distributed
 from advseg_jax import input_pipeline
+from advseg_jax import memory_fit
 from advseg_jax import peak_flops as peak_lib
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
@@ -101,22 +102,39 @@ def _synthetic_batch(config: ml_collections.ConfigDict, mesh) -> dict:
 
 def prepare_step(config: ml_collections.ConfigDict, mesh,
                  state: state_lib.AdvSegState) -> Tuple[Callable[[], object], dict]:
-    """(a call running one training step of `config` from `state`, compile time and FLOPs)."""
+    """(a call running one training step of `config` from `state`, its figures: compile time,
+    FLOPs, the microbatch chosen and XLA's estimated peak memory per device)."""
     segmentor, adversary = state_lib.build_models(config)
     batch = _synthetic_batch(config, mesh)
     start = time.perf_counter()
-    compiled = steps.make_train_step(config, mesh, segmentor, adversary).lower(
-        state, batch).compile()
+    step = steps.make_train_step(config, mesh, segmentor, adversary)
+    compiled = step.compile(state, batch)  # Chooses the microbatch (memory_fit.py).
     compile_time = time.perf_counter() - start
     holder = [state]
 
     def call():
-        holder[0], metrics = compiled(holder[0], batch)  # The state is donated: keep the new one.
+        holder[0], metrics = step(holder[0], batch)  # The state is donated: keep the new one.
         return holder[0], metrics
 
+    choice = step.choice
     # One SPMD program per device: its cost is one device's share of the global batch.
     return call, {"flops_per_step": _flops(compiled) * mesh.devices.size,
-                  "compile_time_s": compile_time}
+                  "compile_time_s": compile_time,
+                  "microbatch_size": choice["microbatch_size"],
+                  "num_microbatches": choice["num_microbatches"],
+                  "estimated_peak_memory_gb": choice["estimated_peak_memory_gb"],
+                  "memory_limit_gb": choice["memory_limit_gb"],
+                  "memory_limit_source": choice["memory_limit_source"],
+                  "estimated_peak_memory_gb_tried": choice["estimated_peak_memory_gb_tried"]}
+
+
+def _first_steps(calls: Dict[str, Callable[[], object]], results: dict) -> None:
+    """Runs each step once, in turn, and records the memory high-water mark after it."""
+    for name, call in calls.items():
+        jax.block_until_ready(call())
+        results[name].update({f"measured_{k}": v for k, v in _peak_memory().items()})
+        results[name]["measured_peak_memory_gb"] = results[name].pop(
+            "measured_peak_memory_mb") * 2**20 / 1e9
 
 
 def time_round_robin(calls: Dict[str, Callable[[], object]], warmup: int,
@@ -191,9 +209,10 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
     for name, variant in variants.items():
         calls[name], results[name] = prepare_step(variant, mesh, states[name])
         results[name]["lambda_adv"] = variant.lambda_adv
+    _first_steps(calls, results)  # The first warm-up round, one variant after the other.
     if profile_dir:
         jax.profiler.start_trace(profile_dir)
-    seconds = time_round_robin(calls, warmup, steps_timed)
+    seconds = time_round_robin(calls, max(warmup - 1, 0), steps_timed)
     if profile_dir:
         jax.profiler.stop_trace()
     total_peak = per_device * mesh.devices.size
@@ -233,13 +252,20 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
     return results
 
 
+def _gb(value: Optional[float]) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
 def _as_text(results: dict) -> str:
     lines = []
     for name in ("baseline", "adversarial"):
         r = results[name]
         lines.append(f"{name:12s} step {r['step_time_s'] * 1e3:9.2f} ms  "
                      f"{r['images_per_s']:9.1f} img/s  {r['flops_per_step'] / 1e9:9.2f} GFLOP  "
-                     f"MFU {100 * r['mfu']:5.1f} %  compile {r['compile_time_s']:.1f} s")
+                     f"MFU {100 * r['mfu']:5.1f} %  compile {r['compile_time_s']:.1f} s  "
+                     f"microbatch {r['microbatch_size']} x {r['num_microbatches']}  "
+                     f"memory est. {_gb(r['estimated_peak_memory_gb'])} GB, measured "
+                     f"{_gb(r['measured_peak_memory_gb'])} GB")
     for key, value in results.items():
         if key not in ("baseline", "adversarial"):
             lines.append(f"{key}: {value}")
@@ -265,9 +291,12 @@ def main(argv: List[str]) -> None:
         config_checks.check_input_sizes(config)
     except (config_checks.ConfigError, folder_files.FolderError) as error:
         sys.exit(f"Error: {error}")
-    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress: keep stdout JSON.
-        results = run_benchmark(config, _STEPS.value, _WARMUP.value,
-                                _PEAK_FLOPS.value, _INPUT_BATCHES.value, _PROFILE_DIR.value)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress: keep stdout JSON.
+            results = run_benchmark(config, _STEPS.value, _WARMUP.value,
+                                    _PEAK_FLOPS.value, _INPUT_BATCHES.value, _PROFILE_DIR.value)
+    except memory_fit.MemoryFitError as error:
+        sys.exit(f"MemoryFitError: {error}")
     if results["host_load_warning"]:
         logging.warning("%s", results["host_load_warning"])
     if jax.process_index() == 0:

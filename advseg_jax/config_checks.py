@@ -118,6 +118,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             suggestion = max(devices, config[key] // devices * devices)
             raise ConfigError(f"{key}={config[key]} must be a positive multiple of the device "
                               f"count ({devices}); e.g. {key}={suggestion}.")
+    rows = config.batch_size // devices
+    size = config.microbatch_size
+    if size < 0 or (0 < size < rows and rows % size):
+        divisors = [m for m in range(1, rows + 1) if rows % m == 0]
+        raise ConfigError(f"microbatch_size={size}: use 0 (automatic: the largest that fits "
+                          f"the device's memory) or a divisor of the per-device batch "
+                          f"batch_size/devices = {rows}: one of {divisors}.")
+    if config.memory_limit_gb < 0:
+        raise ConfigError(f"memory_limit_gb={config.memory_limit_gb} must be >= 0 "
+                          "(0 = the device's detected limit).")
     for key in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if config[key] <= 0:
             raise ConfigError(f"{key}={config[key]} must be > 0.")

@@ -21,13 +21,15 @@ from advseg_jax import checkpointing
 from advseg_jax import cli
 from advseg_jax import config_checks
 from advseg_jax import distributed
+from advseg_jax import memory_fit
 from advseg_jax import train
 from advseg_jax import workdir_lock
 from advseg_jax.data import folder_files
 
 # Refusals whose message says all (what is wrong, what to do): printed without a traceback.
 REFUSALS = (config_checks.ConfigError, checkpointing.RestoreError,
-            workdir_lock.WorkdirInUseError, folder_files.FolderError)
+            workdir_lock.WorkdirInUseError, folder_files.FolderError,
+            memory_fit.MemoryFitError)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,

@@ -7,7 +7,7 @@ number of valid pixels of the *global* batch, so 1 and N devices compute the sam
 """
 
 import functools
-from typing import Any, Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -18,8 +18,10 @@ from flax.training import train_state
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from advseg_jax import accumulation
 from advseg_jax import encodings
 from advseg_jax import losses
+from advseg_jax import memory_fit
 from advseg_jax import metrics as metrics_lib
 from advseg_jax import microbatch
 from advseg_jax import optim
@@ -67,68 +69,103 @@ def _unrolled(update, carry, length: int):
     return carry, outputs
 
 
-def _global_mean(values_sum: jnp.ndarray, count: jnp.ndarray) -> jnp.ndarray:
-    """This device's share of a mean over the global batch: pmean of it is that mean."""
-    return values_sum * lax.psum(1, DATA) / jnp.maximum(lax.psum(count, DATA), 1.0)
+def _image_or_pixel_mean(values_sum_or_mean, total: Optional[jnp.ndarray], k: int):
+    """This microbatch's share of a batch mean: per-example means are 1/K of equal microbatches;
+    per-pixel sums are divided by the pixels of the whole global batch (`total`), so that the
+    pmean over devices and the sum over microbatches give the global batch's mean."""
+    if total is None:
+        return values_sum_or_mean / k
+    return values_sum_or_mean * lax.psum(1, DATA) / jnp.maximum(total, 1.0)
 
 
-def _bce(logits: jnp.ndarray, target: float, weights: jnp.ndarray) -> jnp.ndarray:
-    """Adversary BCE: per example (the paper's adversaries) or over non-void pixels (fcn).
-
-    Per-example logits take the local mean, as always: every device holds as many rows, so
-    the pmean of the gradients is the global batch's. Pixels differ per device, hence the
-    global normalisation of the per-pixel form.
-    """
+def _bce(logits: jnp.ndarray, target: float, weights: jnp.ndarray,
+         total: Optional[jnp.ndarray], k: int) -> jnp.ndarray:
+    """Adversary BCE: per example (the paper's adversaries) or over non-void pixels (fcn)."""
     if logits.ndim == 1:
-        return losses.binary_cross_entropy(logits, target)
-    return _global_mean(*losses.masked_binary_cross_entropy(logits, target, weights))
+        return _image_or_pixel_mean(losses.binary_cross_entropy(logits, target), None, k)
+    return _image_or_pixel_mean(
+        losses.masked_binary_cross_entropy(logits, target, weights)[0], total, k)
 
 
-def _adversarial_term(fake_logits: jnp.ndarray, weights: jnp.ndarray, form: str) -> jnp.ndarray:
+def _adversarial_term(fake_logits: jnp.ndarray, weights: jnp.ndarray, form: str,
+                      total: Optional[jnp.ndarray], k: int) -> jnp.ndarray:
     if fake_logits.ndim == 1:
-        return losses.segmentor_adversarial_loss(fake_logits, form)
-    return _global_mean(*losses.masked_segmentor_adversarial_loss(fake_logits, weights, form))
+        return losses.segmentor_adversarial_loss(fake_logits, form) / k
+    return _image_or_pixel_mean(
+        losses.masked_segmentor_adversarial_loss(fake_logits, weights, form)[0], total, k)
+
+
+def _global_count(weights: jnp.ndarray) -> jnp.ndarray:
+    return lax.psum(jnp.sum(weights).astype(jnp.float32), DATA)
 
 
 def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
                            config: ml_collections.ConfigDict, segmentor: nn.Module,
-                           adversary: Optional[nn.Module]) -> Tuple[state_lib.AdvSegState, dict]:
+                           adversary: Optional[nn.Module],
+                           microbatch_size: int) -> Tuple[state_lib.AdvSegState, dict]:
     images = batch["image"].astype(jnp.float32)
     labels = batch["label"]
-    # Unlabeled rows (Hung et al. 2018) run through the segmentor with the labeled ones.
-    semi = "unlabeled_image" in batch
-    rows = images.shape[0]
-    inputs = (jnp.concatenate([images, batch["unlabeled_image"].astype(jnp.float32)])
-              if semi else images)
     num_devices = lax.psum(1, DATA)
     valid_pixels = lax.psum(jnp.sum(labels != IGNORE_LABEL).astype(jnp.float32), DATA)
     ce_scale = num_devices / jnp.maximum(valid_pixels, 1.0)  # pmean(scaled sum) = global mean.
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    rng = jax.random.fold_in(rng, lax.axis_index(DATA))
 
-    chunk = microbatch.chunk_rows(config.microbatch_size, *images.shape[:3])
+    # K microbatches of `microbatch_size` rows (accumulation.py): K = 1 is the plain step.
+    # Within one, on CPU, the models run in cache-sized chunks (microbatch.py): speed only.
+    rows = images.shape[0]
+    k = rows // microbatch_size
+    # Unlabeled rows (Hung et al. 2018) run through the segmentor with the labeled ones.
+    semi = "unlabeled_image" in batch
+    if semi and k > 1:
+        raise ValueError(
+            f"Gradient accumulation (microbatch of {microbatch_size} of a device's {rows} "
+            "rows) is not implemented with an unlabeled stream yet: set "
+            "config.microbatch_size to the per-device batch, lower the batch sizes, or use "
+            "more devices.")
+    unroll = accumulation.unrolled_on()
+    chunk = microbatch.chunk_rows(0, microbatch_size, *images.shape[1:3])
+    inputs = (jnp.concatenate([images, batch["unlabeled_image"].astype(jnp.float32)])
+              if semi else images)
+    batch_rows = {"image": inputs, "label": labels}
+    stochastic = accumulation.needs_rng(
+        lambda x: segmentor.apply({"params": state.segmentor.params}, x, train=True), images[:1])
+    if stochastic:  # One dropout key per global row: the same masks for any K or device count.
+        batch_rows["key"] = accumulation.row_keys(rng, len(inputs),
+                                                  lax.axis_index(DATA) * len(inputs))
 
-    def forward(params):
-        apply = lambda x, rng: segmentor.apply({"params": params}, x, train=True,
-                                               rngs={"dropout": rng})
-        return microbatch.apply_in_chunks(apply, inputs, chunk=chunk, rng=rng)
+    def forward(params, part):
+        if not stochastic:
+            apply = lambda x: segmentor.apply({"params": params}, x, train=True)
+            return microbatch.apply_in_chunks(apply, part["image"], chunk=chunk)
+        one = lambda x, key: segmentor.apply({"params": params}, x, train=True,
+                                             rngs={"dropout": key})
+        apply = functools.partial(accumulation.apply_per_example, one)
+        return microbatch.apply_in_chunks(apply, part["image"], part["key"], chunk=chunk)
 
-    all_logits, segmentor_vjp = jax.vjp(forward, state.segmentor.params)
-    out_shape = all_logits.shape[1:3]
+    if k == 1:  # The forward pass is shared by both players' updates (jax.vjp).
+        all_logits, segmentor_vjp = jax.vjp(lambda p: forward(p, batch_rows),
+                                            state.segmentor.params)
+    elif adversary is not None:  # Predictions for the adversary, one microbatch at a time.
+        all_logits = accumulation.map_microbatches(
+            lambda part: lax.stop_gradient(forward(state.segmentor.params, part)),
+            batch_rows, k, unroll=unroll)
     metrics, finite = {}, {}
     new_adversary = state.adversary
     encoding = config.adversary.encoding
     if adversary is not None:
         map_shape = (labels.shape[1:3] if config.adversary.label_resolution == "input"
-                     else out_shape)
+                     else all_logits.shape[1:3])
         small_labels = _resize_nearest(labels, map_shape)
         label_weights = small_labels != IGNORE_LABEL
         small_images = _resize_bilinear(images / 255.0, map_shape)
+        batch_rows["small_image"] = small_images
+        batch_rows["label_weight"] = label_weights
         probs = jax.nn.softmax(_resize_bilinear(lax.stop_gradient(all_logits[:rows]), map_shape),
                                axis=-1)
         real, fake = encodings.adversary_inputs(encoding, small_labels, probs, small_images,
                                                 config.adversary.tau, IGNORE_LABEL)
-        fake_images, fake_weights = small_images, label_weights
+        adversary_rows = {"small_image": small_images, "real": real, "real_weight": label_weights,
+                          "fake_image": small_images, "fake": fake, "fake_weight": label_weights}
         if semi:
             # The unlabeled pixels that are image (not crop padding) count; their masks, if the
             # split has any, are read only by the selection diagnostics below.
@@ -137,38 +174,43 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             u_images = _resize_bilinear(inputs[rows:] / 255.0, map_shape)
             u_probs = jax.nn.softmax(
                 _resize_bilinear(lax.stop_gradient(all_logits[rows:]), map_shape), axis=-1)
-            fake = jnp.concatenate([fake, encodings.encode(encoding, u_probs, u_images)])
-            fake_images = jnp.concatenate([small_images, u_images])
-            fake_weights = jnp.concatenate([label_weights, u_weights])
+            adversary_rows.update(
+                fake=jnp.concatenate([fake, encodings.encode(encoding, u_probs, u_images)]),
+                fake_image=jnp.concatenate([small_images, u_images]),
+                fake_weight=jnp.concatenate([label_weights, u_weights]))
+        real_total = _global_count(label_weights)
+        fake_total = _global_count(adversary_rows["fake_weight"])
 
-        def adversary_loss(params):
+        def adversary_loss(params, part):
             apply = functools.partial(microbatch.apply_in_chunks,
                                       functools.partial(adversary.apply, {"params": params},
                                                         train=True), chunk=chunk)
-            real_logits, fake_logits = apply(small_images, real), apply(fake_images, fake)
-            loss = _bce(real_logits, 1.0, label_weights) + _bce(fake_logits, 0.0, fake_weights)
-            return loss, (real_logits, fake_logits)
+            real_logits = apply(part["small_image"], part["real"])
+            fake_logits = apply(part["fake_image"], part["fake"])
+            loss = (_bce(real_logits, 1.0, part["real_weight"], real_total, k)
+                    + _bce(fake_logits, 0.0, part["fake_weight"], fake_total, k))
+            if real_logits.ndim > 1:  # Per pixel: over the global batch's non-void pixels.
+                diagnostics = losses.adversary_diagnostics(
+                    real_logits, fake_logits, part["real_weight"], part["fake_weight"],
+                    total=lambda x: lax.psum(jnp.sum(x), DATA))
+            else:
+                diagnostics = losses.adversary_diagnostics(real_logits, fake_logits)
+            # Means over equal microbatches: 1/K of each sums to the batch's mean.
+            return loss, jax.tree.map(lambda x: x / k, diagnostics)
 
         def adversary_update(adv_state, _):
-            (loss, outputs), grads = jax.value_and_grad(adversary_loss, has_aux=True)(
-                adv_state.params)
+            (loss, diagnostics), grads = accumulation.sum_value_and_grad(
+                adversary_loss, adv_state.params, adversary_rows, k, unroll=unroll)
             grads = lax.pmean(grads, DATA)
             ok = jnp.isfinite(lax.pmean(loss, DATA)) & _all_finite(grads)
             updated = _keep_if(ok, adv_state.apply_gradients(grads=grads), adv_state)
-            return updated, (loss, ok, *outputs)
+            return updated, (loss, ok, diagnostics)
 
         new_adversary, outputs = _unrolled(adversary_update, state.adversary,
                                            config.adversary.steps_per_segmentor_step)
-        adv_losses, adv_ok, real_logits, fake_logits = jax.tree.map(
-            lambda *xs: jnp.stack(xs), *outputs)
+        adv_losses, adv_ok, diagnostics = jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
         metrics["adversary_loss"] = jnp.mean(adv_losses)
-        if real_logits.ndim > 2:  # Per pixel: over the global batch's non-void pixels.
-            diagnostics = losses.adversary_diagnostics(
-                real_logits[-1], fake_logits[-1], label_weights, fake_weights,
-                total=lambda x: lax.psum(jnp.sum(x), DATA))
-        else:
-            diagnostics = losses.adversary_diagnostics(real_logits[-1], fake_logits[-1])
-        metrics.update(diagnostics)
+        metrics.update(jax.tree.map(lambda x: x[-1], diagnostics))
         finite["adversary"] = jnp.all(adv_ok)
 
     def discriminate(label_probs, map_images):
@@ -176,25 +218,27 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             functools.partial(adversary.apply, {"params": new_adversary.params}, train=True),
             map_images, encodings.encode(encoding, label_probs, map_images), chunk=chunk)
 
-    def segmentor_loss(all_logits):
-        logits = all_logits[:rows]
+    def segmentor_loss(all_logits, part):
+        """This microbatch's share of the batch's loss (global pixel count, 1/K of means)."""
+        logits = all_logits[:rows // k]
         ce_sum, _ = losses.masked_cross_entropy(
-            _resize_bilinear(logits, labels.shape[1:3]), labels, IGNORE_LABEL)
-        parts, diagnostics = {"cross_entropy": ce_sum * ce_scale}, {}
+            _resize_bilinear(logits, part["label"].shape[1:3]), part["label"], IGNORE_LABEL)
+        parts, semi_diagnostics = {"cross_entropy": ce_sum * ce_scale}, {}
         total = parts["cross_entropy"]
         if adversary is None:
-            return total, (parts, diagnostics)
+            return total, (parts, semi_diagnostics)
         fake_logits = discriminate(jax.nn.softmax(_resize_bilinear(logits, map_shape), axis=-1),
-                                   small_images)
-        parts["adversarial_term"] = _adversarial_term(fake_logits, label_weights,
-                                                      config.adversarial_loss)
+                                   part["small_image"])
+        parts["adversarial_term"] = _adversarial_term(
+            fake_logits, part["label_weight"], config.adversarial_loss, real_total, k)
         total = total + optim.adversarial_weight(config, state.step) * parts["adversarial_term"]
-        if semi:
+        if semi:  # k == 1: the whole device batch.
             weights = optim.semi_weights(config, state.step)
             u_logits = _resize_bilinear(all_logits[rows:], map_shape)
             u_fake_logits = discriminate(jax.nn.softmax(u_logits, axis=-1), u_images)
+            u_total = _global_count(u_weights)
             parts["adversarial_term_unlabeled"] = _adversarial_term(
-                u_fake_logits, u_weights, config.adversarial_loss)
+                u_fake_logits, u_weights, config.adversarial_loss, u_total, 1)
             total = total + (weights["lambda_adv_unlabeled"]
                              * parts["adversarial_term_unlabeled"])
             if u_fake_logits.ndim > 1:  # A confidence map: self-training can select pixels.
@@ -202,21 +246,28 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
                                                      config.semi_threshold)
                 ce_semi, count, targets = losses.self_training_cross_entropy(u_logits, selected)
                 if config.lambda_semi > 0:
-                    parts["self_training_loss"] = _global_mean(ce_semi, count)
+                    parts["self_training_loss"] = _image_or_pixel_mean(
+                        ce_semi, lax.psum(count, DATA), 1)
                     total = total + weights["lambda_semi"] * parts["self_training_loss"]
-                diagnostics.update(_selection_diagnostics(
+                semi_diagnostics.update(_selection_diagnostics(
                     selected, u_weights, targets, _resize_nearest(batch["unlabeled_label"],
                                                                    map_shape)))
-        return total, (parts, diagnostics)
+        return total, (parts, semi_diagnostics)
 
-    (total, (parts, diagnostics)), logits_grad = jax.value_and_grad(
-        segmentor_loss, has_aux=True)(all_logits)
-    (grads,) = segmentor_vjp(logits_grad)
+    if k == 1:
+        (total, (parts, semi_diagnostics)), logits_grad = jax.value_and_grad(
+            segmentor_loss, has_aux=True)(all_logits, batch_rows)
+        (grads,) = segmentor_vjp(logits_grad)
+    else:  # Forward again, microbatch by microbatch, through the updated adversary.
+        (total, (parts, semi_diagnostics)), grads = accumulation.sum_value_and_grad(
+            lambda params, part: segmentor_loss(forward(params, part), part),
+            state.segmentor.params, batch_rows, k, unroll=unroll,
+            after=None if adversary is None else new_adversary.params)
     grads = lax.pmean(grads, DATA)
     metrics.update(parts)
     metrics["segmentor_loss"] = total
     metrics = lax.pmean(metrics, DATA)
-    metrics.update(diagnostics)  # Already global.
+    metrics.update(semi_diagnostics)  # Already global.
     finite["segmentor"] = jnp.isfinite(metrics["segmentor_loss"]) & _all_finite(grads)
     new_segmentor = _keep_if(finite["segmentor"],
                              state.segmentor.apply_gradients(grads=grads), state.segmentor)
@@ -244,14 +295,22 @@ def _selection_diagnostics(selected: jnp.ndarray, valid: jnp.ndarray, targets: j
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.Module,
-                    adversary: Optional[nn.Module]) -> Callable[[state_lib.AdvSegState, dict], Any]:
-    """jit(shard_map(step)): state replicated, batch split on `data`, the state donated."""
-    step = functools.partial(_per_device_train_step, config=config, segmentor=segmentor,
-                             adversary=adversary)
-    # check_vma=False: gradients stay per-device until our explicit pmean, as under pmap.
-    mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA)), out_specs=(P(), P()),
-                           check_vma=False)
-    return jax.jit(mapped, donate_argnums=(0,))
+                    adversary: Optional[nn.Module]) -> memory_fit.SizedStep:
+    """jit(shard_map(step)): state replicated, batch split on `data`, the state donated.
+
+    Called like a jitted function; its microbatch size (config.microbatch_size, 0 = the
+    largest that fits the device's memory) is settled at the first call or `lower`.
+    """
+
+    def build(microbatch_size: int):
+        step = functools.partial(_per_device_train_step, config=config, segmentor=segmentor,
+                                 adversary=adversary, microbatch_size=microbatch_size)
+        # check_vma=False: gradients stay per-device until our explicit pmean, as under pmap.
+        mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA)), out_specs=(P(), P()),
+                               check_vma=False)
+        return jax.jit(mapped, donate_argnums=(0,))
+
+    return memory_fit.SizedStep(build, config, mesh)
 
 
 def make_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.Module):

@@ -120,3 +120,30 @@ def test_skip_nonfinite_steps_skips_spikes_but_stops_a_run_that_only_skips(tmp_p
                      r"max_nonfinite_fraction=0.1", log), log[-4000:]
     assert _assert_checkpoints_finite(workdir)[-1] <= 4
     assert not (workdir / "eval_results.json").exists()
+
+
+def _run_long(workdir, data_dir, *overrides) -> str:
+    """main_runs.run with a longer bound: accumulated steps compile K microbatches each."""
+    proc = main_runs.start(workdir, data_dir, *overrides)
+    (rc,) = main_runs.wait([proc], timeout=3 * main_runs.TIMEOUT_S)
+    assert rc == 0, main_runs.tails([proc])
+    return main_runs.log_text(proc)
+
+
+def test_sigkill_then_restart_with_accumulation_ends_bit_identical(tmp_path, data_dir):
+    """Two microbatches per device (batch 4 on 2 devices, microbatch_size=1): a run killed after
+    its first checkpoint and restarted ends bit-identical to an uninterrupted one."""
+    accumulate = "--config.microbatch_size=1"
+    reference = tmp_path / "accumulated_reference"
+    log = _run_long(reference, data_dir, accumulate)
+    assert "Microbatch: 1 of the 2 images per device (2 microbatch(es)" in log
+    workdir = tmp_path / "accumulated_killed"
+    proc = main_runs.start(workdir, data_dir, accumulate)
+    main_runs.wait_for_checkpoint(workdir, proc, timeout=3 * main_runs.TIMEOUT_S)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    latest = main_runs.checkpoint_steps(workdir)[-1]
+    assert latest < NUM_STEPS
+    log = _run_long(workdir, data_dir, accumulate)
+    assert f"Starting at step {latest} of {NUM_STEPS}" in log
+    _assert_bit_identical(reference, workdir)

@@ -69,10 +69,16 @@ def get_config() -> ml_collections.ConfigDict:
     # With skipping on, the run still stops once more than this fraction of its steps were
     # skipped (a lone skipped step never stops it): skipping is for rare spikes.
     config.max_nonfinite_fraction = 0.1
-    # Images per chunk when the step runs the models on a device's rows chunk by chunk (same
-    # loss and gradients, summed over chunks; faster on CPU once activations leave the cache).
-    # 0 = automatic (on CPU only; advseg_jax/microbatch.py); >= the per-device batch = off.
+    # Images per microbatch: the step accumulates the gradients of a device's rows microbatch
+    # by microbatch, so only one microbatch's activations are alive (the same loss and
+    # gradients; advseg_jax/accumulation.py). 0 = automatic: the largest that fits the
+    # device's memory (advseg_jax/memory_fit.py); otherwise a divisor of the per-device batch
+    # (>= it: no accumulation). On CPU the models also run in cache-sized chunks within a
+    # microbatch (advseg_jax/microbatch.py), which only changes speed.
     config.microbatch_size = 0
+    # Memory one device may use, in GB (1e9 bytes), for microbatch_size = 0; 0 = detected
+    # (GPU/TPU: memory_stats()["bytes_limit"]; CPU: the host's available memory).
+    config.memory_limit_gb = 0.0
 
     config.input = ml_collections.ConfigDict()
     config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: the crop is the whole image.
