@@ -313,3 +313,26 @@ def test_no_unlabeled_split_and_no_lambdas_builds_no_discriminator(semi_config):
     semi_config.unlabeled_split = ""
     semi_config.lambda_adv = semi_config.lambda_adv_unlabeled = semi_config.lambda_semi = 0.0
     assert state_lib.build_models(semi_config)[1] is None
+
+
+def test_fcn_without_unlabeled_stream_accumulates_exactly(semi_config):
+    """Per-pixel losses are normalised over the whole global batch, so K microbatches sum to it."""
+    semi_config.unlabeled_split = ""
+    semi_config.lambda_adv_unlabeled = semi_config.lambda_semi = 0.0
+    batch = {k: v for k, v in _semi_batch(semi_config).items() if not k.startswith("unlabeled")}
+    mesh = sharding.make_mesh()
+    results = {}
+    for size in (2, 1):  # 4 rows over 2 devices: K = 1 and K = 2 per device.
+        semi_config.microbatch_size = size
+        results[size] = _run_steps(semi_config, mesh, [batch])
+    (one, [m_one]), (two, [m_two]) = results[2], results[1]
+    for key in ("cross_entropy", "adversarial_term", "adversary_loss", "segmentor_loss"):
+        assert m_one[key] == pytest.approx(m_two[key], rel=1e-4), key
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_unlabeled_stream_refuses_accumulation_before_the_first_step(semi_config):
+    semi_config.microbatch_size = 1
+    with pytest.raises(ValueError, match="not implemented with an unlabeled stream"):
+        _run_steps(semi_config, sharding.make_mesh(), [_semi_batch(semi_config)])
