@@ -74,14 +74,14 @@ def _image_or_pixel_mean(values_sum_or_mean, total: Optional[jnp.ndarray], k: in
     per-pixel sums are divided by the pixels of the whole global batch (`total`), so that the
     pmean over devices and the sum over microbatches give the global batch's mean."""
     if total is None:
-        return values_sum_or_mean / k
+        return values_sum_or_mean / k if k > 1 else values_sum_or_mean  # K = 1: main's program.
     return values_sum_or_mean * lax.psum(1, DATA) / jnp.maximum(total, 1.0)
 
 
 def _bce(logits: jnp.ndarray, target: float, weights: jnp.ndarray,
          total: Optional[jnp.ndarray], k: int) -> jnp.ndarray:
     """Adversary BCE: per example (the paper's adversaries) or over non-void pixels (fcn)."""
-    if logits.ndim == 1:
+    if logits.ndim == 1:  # The sum of the two terms is losses.adversary_loss, as on main.
         return _image_or_pixel_mean(losses.binary_cross_entropy(logits, target), None, k)
     return _image_or_pixel_mean(
         losses.masked_binary_cross_entropy(logits, target, weights)[0], total, k)
@@ -90,7 +90,7 @@ def _bce(logits: jnp.ndarray, target: float, weights: jnp.ndarray,
 def _adversarial_term(fake_logits: jnp.ndarray, weights: jnp.ndarray, form: str,
                       total: Optional[jnp.ndarray], k: int) -> jnp.ndarray:
     if fake_logits.ndim == 1:
-        return losses.segmentor_adversarial_loss(fake_logits, form) / k
+        return _image_or_pixel_mean(losses.segmentor_adversarial_loss(fake_logits, form), None, k)
     return _image_or_pixel_mean(
         losses.masked_segmentor_adversarial_loss(fake_logits, weights, form)[0], total, k)
 
@@ -196,7 +196,7 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             else:
                 diagnostics = losses.adversary_diagnostics(real_logits, fake_logits)
             # Means over equal microbatches: 1/K of each sums to the batch's mean.
-            return loss, jax.tree.map(lambda x: x / k, diagnostics)
+            return loss, jax.tree.map(lambda x: _image_or_pixel_mean(x, None, k), diagnostics)
 
         def adversary_update(adv_state, _):
             (loss, diagnostics), grads = accumulation.sum_value_and_grad(
