@@ -86,6 +86,7 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
     k = rows // microbatch_size
     unroll = accumulation.unrolled_on()
     chunk = microbatch.chunk_rows(0, microbatch_size, *images.shape[1:3])
+    share = (lambda mean: mean / k) if k > 1 else (lambda mean: mean)  # A microbatch's 1/K.
     batch_rows = {"image": images, "label": labels}
     stochastic = accumulation.needs_rng(
         lambda x: segmentor.apply({"params": state.segmentor.params}, x, train=True), images[:1])
@@ -128,8 +129,8 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             fake_logits = apply(part["small_image"], part["fake"])
             # Means over equal microbatches: 1/K of each sums to the batch's mean.
             diagnostics = losses.adversary_diagnostics(real_logits, fake_logits)
-            return (losses.adversary_loss(real_logits, fake_logits) / k,
-                    jax.tree.map(lambda x: x / k, diagnostics))
+            return (share(losses.adversary_loss(real_logits, fake_logits)),
+                    jax.tree.map(share, diagnostics))
 
         def adversary_update(adv_state, _):
             (loss, diagnostics), grads = accumulation.sum_value_and_grad(
@@ -159,8 +160,8 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             fake_logits = microbatch.apply_in_chunks(
                 functools.partial(adversary.apply, {"params": new_adversary.params}, train=True),
                 part["small_image"], fake, chunk=chunk)
-            parts["adversarial_term"] = losses.segmentor_adversarial_loss(
-                fake_logits, config.adversarial_loss) / k
+            parts["adversarial_term"] = share(losses.segmentor_adversarial_loss(
+                fake_logits, config.adversarial_loss))
             total = total + optim.adversarial_weight(config, state.step) * parts["adversarial_term"]
         return total, parts
 
