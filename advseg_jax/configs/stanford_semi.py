@@ -20,6 +20,7 @@ only, + adversarial (labeled + unlabeled), + adversarial + self-training.
 
 import ml_collections
 
+from advseg_jax.configs import _hung2018
 from advseg_jax.configs import stanford_cpu
 
 
@@ -33,18 +34,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 450  # 8 evaluations.
     config.checkpoint_every_steps = 450
     config.semi_start_step = 900  # A quarter of the run, as Hung et al.'s 5,000 of 20,000.
-
-    config.lambda_adv = 0.01
-    config.lambda_adv_warmup_steps = 0
-    config.lambda_adv_unlabeled = 0.001
-    config.lambda_semi = 0.1
-    config.semi_threshold = 0.2
-
-    config.adversary.name = "fcn"
-    config.adversary.encoding = "basic"
-    config.adversary.label_resolution = "input"
-    config.adversary.optimizer = "adam"
-    config.adversary.learning_rate = 1e-4
-    config.adversary.momentum = 0.9
-    config.adversary.schedule = "poly"
-    return config
+    return _hung2018.apply(config)

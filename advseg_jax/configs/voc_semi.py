@@ -14,6 +14,7 @@ learning"): 1/8 = train_aug[:1323], 1/4 = [:2646], 1/2 = [:5291] of the 10,582 i
 
 import ml_collections
 
+from advseg_jax.configs import _hung2018
 from advseg_jax.configs import voc
 
 
@@ -27,17 +28,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 2_000
     config.checkpoint_every_steps = 2_000
     config.semi_start_step = 5_000  # Hung et al.
-
-    config.lambda_adv = 0.01
-    config.lambda_adv_unlabeled = 0.001
-    config.lambda_semi = 0.1
-    config.semi_threshold = 0.2
-
-    config.adversary.name = "fcn"
-    config.adversary.encoding = "basic"
-    config.adversary.label_resolution = "input"
-    config.adversary.optimizer = "adam"
-    config.adversary.learning_rate = 1e-4
-    config.adversary.momentum = 0.9
-    config.adversary.schedule = "poly"
-    return config
+    return _hung2018.apply(config)
