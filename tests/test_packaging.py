@@ -39,7 +39,8 @@ def _setup_cfg() -> configparser.ConfigParser:
 
 
 def test_shipped_configs_resolve_by_name_and_paths_pass_through(tmp_path):
-    assert configs.names() == ["default", "folder", "stanford_background", "stanford_cpu", "voc"]
+    assert configs.names() == ["default", "folder", "stanford_background", "stanford_cpu",
+                               "stanford_semi", "voc", "voc_semi"]
     voc = configs.path("voc")
     assert os.path.isfile(voc) and Path(voc).parent == REPO / "advseg_jax" / "configs"
     assert configs.resolve("voc.py") == voc
@@ -52,7 +53,8 @@ def test_shipped_configs_resolve_by_name_and_paths_pass_through(tmp_path):
                                  "--workdir=voc"])
     assert argv == ["prog", f"--config={configs.path('default')}", "--config.seed=3", "--config",
                     voc, "--workdir=voc"]
-    shipped = r"\['default', 'folder', 'stanford_background', 'stanford_cpu', 'voc'\]"
+    shipped = (r"\['default', 'folder', 'stanford_background', 'stanford_cpu', 'stanford_semi', "
+               r"'voc', 'voc_semi'\]")
     with pytest.raises(SystemExit, match=r"'vocc'.*" + shipped):
         configs.resolve_argv(["prog", "--config=vocc"])
     assert configs.name_of(voc) == "voc"
