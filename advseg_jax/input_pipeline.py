@@ -54,17 +54,35 @@ def train_iterator(config: ml_collections.ConfigDict, builder: tfds.core.Dataset
                    start_step: int = 0) -> Iterator[dict]:
     """Endless process-local batches {image uint8 [b,h,w,3], label int32 [b,h,w]} from
     `start_step`."""
+    return _augmented_stream(config, builder, config.train_split, config.seed, config.batch_size,
+                             start_step, position_offset=0, recode_mask=None,
+                             to_outputs=_to_model_inputs)
+
+
+def _augmented_stream(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+                      split: str, shuffle_seed: int, global_batch: int, start_step: int, *,
+                      position_offset: int, recode_mask, to_outputs) -> Iterator[dict]:
+    """One global, seeded, endless stream of augmented records, this process's share batched.
+
+    Resuming at step k is `skip(k · global_batch)` on still-encoded records, and each record's
+    augmentation is seeded by (config.seed, its global position + `position_offset`), so a
+    restart continues exactly. `recode_mask` (or None) runs before augmentation,
+    `to_outputs(image, mask)` after it.
+    """
     num_processes, process = jax.process_count(), jax.process_index()
-    local_batch = config.batch_size // num_processes
     inp = config.input
-    read_config = tfds.ReadConfig(shuffle_seed=config.seed, interleave_cycle_length=1)
-    ds = builder.as_dataset(split=config.train_split, shuffle_files=False,
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, interleave_cycle_length=1)
+    ds = builder.as_dataset(split=split, shuffle_files=False,
                             decoders=_SKIP_DECODING, read_config=read_config)
-    ds = ds.shuffle(inp.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate().skip(start_step * config.batch_size).shard(num_processes, process)
+    ds = ds.shuffle(inp.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.enumerate().skip(start_step * global_batch).shard(num_processes, process)
 
     def prepare(position, example):
         image, mask = _decode(builder, example)
+        if recode_mask is not None:
+            mask = recode_mask(mask)
+        if position_offset:
+            position = position + position_offset
         seed = tf.stack([tf.constant(config.seed, tf.int64), position])
         # Downscaling the whole protocol (input.image_scale) scales the jitter range with it.
         image, mask = augment.train_augment(
@@ -73,12 +91,12 @@ def train_iterator(config: ml_collections.ConfigDict, builder: tfds.core.Dataset
             max_scale=inp.max_scale * inp.image_scale, random_flip=inp.random_flip,
             ignore_label=IGNORE_LABEL,
             fill_rgb=tuple(inp.fill_rgb))
-        return _to_model_inputs(image, mask)
+        return to_outputs(image, mask)
 
     options = tf.data.Options()
     options.deterministic = True  # Parallel map, same order: exact resume needs it.
     ds = ds.with_options(options).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(local_batch, drop_remainder=True).prefetch(inp.prefetch)
+    ds = ds.batch(global_batch // num_processes, drop_remainder=True).prefetch(inp.prefetch)
     return iter(tfds.as_numpy(ds))
 
 
@@ -103,38 +121,21 @@ def unlabeled_iterator(config: ml_collections.ConfigDict, builder: tfds.core.Dat
     {unlabeled_image uint8 [b,h,w,3], unlabeled_valid bool [b,h,w] (False on crop padding),
     unlabeled_label int32 [b,h,w]}. The images get the labeled stream's augmentation. The
     split's masks (void where it has none) reach only the step's selection diagnostics, never a
-    loss. The order is seeded apart from the labeled stream's and, as there, resuming at step k
-    skips k batches of still-encoded records, so it survives a restart exactly.
+    loss. The order is seeded apart from the labeled stream's and resumes exactly as it does.
     """
-    num_processes, process = jax.process_count(), jax.process_index()
-    global_batch = config.unlabeled_batch_size or config.batch_size
-    inp = config.input
-    seed = stream_seed(config.seed, "unlabeled")
-    read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1)
-    ds = builder.as_dataset(split=config.unlabeled_split, shuffle_files=False,
-                            decoders=_SKIP_DECODING, read_config=read_config)
-    ds = ds.shuffle(inp.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate().skip(start_step * global_batch).shard(num_processes, process)
+    def recode(mask):
+        return tf.where(mask == IGNORE_LABEL, tf.constant(_HIDDEN_VOID, mask.dtype), mask)
 
-    def prepare(position, example):
-        image, mask = _decode(builder, example)
-        mask = tf.where(mask == IGNORE_LABEL, tf.constant(_HIDDEN_VOID, mask.dtype), mask)
-        seed_pair = tf.stack([tf.constant(config.seed, tf.int64),
-                              position + _UNLABELED_POSITION_OFFSET])
-        image, mask = augment.train_augment(
-            image, mask, seed_pair, crop_size=tuple(inp.crop_size),
-            min_scale=inp.min_scale * inp.image_scale,
-            max_scale=inp.max_scale * inp.image_scale, random_flip=inp.random_flip,
-            ignore_label=IGNORE_LABEL, fill_rgb=tuple(inp.fill_rgb))
+    def to_outputs(image, mask):
         mask = tf.cast(mask[..., 0], tf.int32)
         return {"unlabeled_image": image, "unlabeled_valid": mask != IGNORE_LABEL,
                 "unlabeled_label": tf.where(mask == _HIDDEN_VOID, IGNORE_LABEL, mask)}
 
-    options = tf.data.Options()
-    options.deterministic = True
-    ds = ds.with_options(options).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(global_batch // num_processes, drop_remainder=True).prefetch(inp.prefetch)
-    return iter(tfds.as_numpy(ds))
+    return _augmented_stream(config, builder, config.unlabeled_split,
+                             stream_seed(config.seed, "unlabeled"),
+                             config.unlabeled_batch_size or config.batch_size, start_step,
+                             position_offset=_UNLABELED_POSITION_OFFSET, recode_mask=recode,
+                             to_outputs=to_outputs)
 
 
 def example_ids(builder: tfds.core.DatasetBuilder, split: str) -> List[str]:
