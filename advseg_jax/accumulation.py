@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from advseg_jax import ordering
+
 PyTree = Any
 
 
@@ -37,8 +39,7 @@ def unrolled_on(platform: Optional[str] = None) -> bool:
 
 def _zero_after(tree: PyTree) -> jnp.ndarray:
     """int32 0 computed from one element of every leaf: whatever uses it waits for `tree`."""
-    flags = [jnp.isinf(jnp.ravel(leaf)[0]) for leaf in jax.tree.leaves(tree)]
-    return jnp.any(jnp.stack(flags)).astype(jnp.int32)
+    return ordering.zero_after(*[jnp.ravel(leaf)[0] for leaf in jax.tree.leaves(tree)])
 
 
 def _microbatch(rows: PyTree, index: int, count: int, after: Optional[PyTree]) -> PyTree:

@@ -80,7 +80,19 @@ def _primitives(setting, platform, size, kernel, dilation):
     numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
     jaxpr = jax.make_jaxpr(lambda a, b: conv(a, b, (1, 1), "SAME", rhs_dilation=dilation,
                                              dimension_numbers=numbers))(lhs, rhs)
-    return {equation.primitive.name for equation in jaxpr.eqns}
+    return _names(jaxpr.jaxpr)
+
+
+def _names(jaxpr) -> set:
+    """Primitive names in `jaxpr` and in the jaxprs its equations carry (custom_vjp, pjit)."""
+    names = set()
+    for equation in jaxpr.eqns:
+        names.add(equation.primitive.name)
+        for value in equation.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                names |= _names(inner)
+    return names
 
 
 @pytest.mark.parametrize("setting, platform, size, kernel, dilation, by_taps", [
@@ -132,3 +144,37 @@ def test_dilated8_automatic_matches_lax_values_and_every_gradient():
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got_grads),
                             jax.tree.leaves(want_grads)):
         assert _relative_error(a, b) < 1e-4, jax.tree_util.keystr(path)
+
+
+def _padded_sum_taps(lhs, rhs, dilation):
+    """The formulation this module replaced: each tap's product padded to the output, summed."""
+    out_h, out_w, plan = exact_taps._tap_plan(lhs.shape, rhs.shape, "SAME", dilation)
+    taps = rhs.reshape(-1, *rhs.shape[2:])
+    total = 0.0
+    for tap, (y0, y1, dy), (x0, x1, dx) in plan:
+        part = lhs[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx, :] @ taps[tap]
+        total = total + jnp.pad(part, ((0, 0), (y0, out_h - y1), (x0, out_w - x1), (0, 0)))
+    return total
+
+
+def _gradient_temp_bytes(conv, lhs, rhs) -> int:
+    loss = lambda lhs, rhs: jnp.sum(jnp.tanh(conv(lhs, rhs)))
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(lhs, rhs).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_fc6_gradient_keeps_few_output_sized_buffers_alive():
+    """fc6's shape at a 320x320 crop, narrowed: the taps run in order and add in place, so the
+    gradient's temporaries stay a few output-sized buffers, not one per tap (49 here)."""
+    lhs = jax.ShapeDtypeStruct((1, 40, 40, 32), jnp.float32)
+    rhs = jax.ShapeDtypeStruct((7, 7, 32, 256), jnp.float32)
+    output_bytes = 40 * 40 * 256 * 4
+    kernel_bytes = 7 * 7 * 32 * 256 * 4
+    ours = _gradient_temp_bytes(
+        lambda a, b: exact_taps.conv_by_taps(a, b, "SAME", (4, 4)), lhs, rhs)
+    padded = _gradient_temp_bytes(lambda a, b: _padded_sum_taps(a, b, (4, 4)), lhs, rhs)
+    print(f"temp: ours {ours / 1e6:.1f} MB, padded sum {padded / 1e6:.1f} MB, output "
+          f"{output_bytes / 1e6:.1f} MB, kernel {kernel_bytes / 1e6:.1f} MB")
+    assert padded > 20 * output_bytes  # The old formulation: one padded product per tap.
+    assert ours < 2 * kernel_bytes + 10 * output_bytes
+    assert ours < padded / 3
