@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -35,3 +36,20 @@ def test_export_unpacks_the_revision_and_rejects_unknown_ones(tmp_path):
     assert os.path.isfile(tmp_path / "advseg_jax" / "train_step.py")
     with pytest.raises(SystemExit, match="--rev='no-such-revision'"):
         side_by_side._export("no-such-revision", str(tmp_path))
+
+
+def test_profile_attributes_thunks_to_model_code():
+    """bench/profile_step.py maps an HLO instruction to the layer and pass that produced it."""
+    sys.path.insert(0, os.path.join(_ROOT, "bench"))  # profile_step imports _step_worker.
+    profile = _load("profile_step")
+    hlo = (
+        '  %ynn_fusion.3 = f32[2,8]{1,0} fusion(%p), kind=kCustom, metadata={op_name="jit(step)/'
+        'transpose(jvp(MultiscaleNet))/stack/conv3/conv_general_dilated" source_file="x.py"}\n'
+        '  ROOT %add.1 = f32[] add(%a, %b), metadata={op_name="jit(step)/jvp(Net)/head/add"}\n'
+        '  %copy.2 = f32[4]{0} copy(%c)\n')
+    names = profile._op_names(hlo)
+    assert names == {
+        "ynn_fusion.3": "jit(step)/transpose(jvp(MultiscaleNet))/stack/conv3/conv_general_dilated",
+        "add.1": "jit(step)/jvp(Net)/head/add"}
+    assert profile._group(names["ynn_fusion.3"]) == "backward stack/conv3/conv_general_dilated"
+    assert profile._group(names["add.1"]) == "forward  Net/head/add"
