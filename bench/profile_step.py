@@ -48,9 +48,11 @@ def _op_names(hlo_text: str) -> dict:
 def _group(op_name: str) -> str:
     """A readable group: the pass (forward / backward) and the last module path and primitive."""
     backward = "transpose(" in op_name
-    path = re.sub(r"(transpose|jvp|vmap|jit|pjit)\(([^()]*)\)", r"\2", op_name)
-    path = re.sub(r"(transpose|jvp|vmap|jit|pjit)\(([^()]*)\)", r"\2", path)
-    parts = [p for p in path.split("/") if p and not p.startswith("jit(")]
+    path, unwrapped = None, op_name
+    while unwrapped != path:  # Innermost first: transpose(jvp(Net)) -> jvp(Net) -> Net.
+        path = unwrapped
+        unwrapped = re.sub(r"(transpose|jvp|vmap|jit|pjit)\(([^()]*)\)", r"\2", path)
+    parts = [p for p in path.split("/") if p]
     return ("backward " if backward else "forward  ") + "/".join(parts[-3:])
 
 

@@ -103,6 +103,13 @@ def _window(x: jax.Array, y: int, x_: int, height: int, width: int, zero) -> jax
     return lax.dynamic_slice(x, (0, y + zero, x_, 0), (x.shape[0], height, width, x.shape[3]))
 
 
+def _kernel(taps: jax.Array, tap: int, zero) -> jax.Array:
+    """taps[tap] ([in, out]), read at `zero`'s offset like `_window`."""
+    if zero is None:
+        return taps[tap]
+    return lax.dynamic_index_in_dim(taps, tap + zero, keepdims=False)
+
+
 def _matmul(a: jax.Array, b: jax.Array, contract: Tuple[int, int], precision, dtype):
     return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())),
                            precision=precision, preferred_element_type=dtype)
@@ -132,8 +139,7 @@ def conv_by_taps(lhs: jax.Array, rhs: jax.Array, padding: Padding,
         zero = None
         for tap, (y0, y1, dy), (x0, x1, dx) in plan:
             window = _window(lhs, y0 + dy, x0 + dx, y1 - y0, x1 - x0, zero)
-            kernel = taps[tap] if zero is None else lax.dynamic_index_in_dim(
-                taps, tap + zero, keepdims=False)
+            kernel = _kernel(taps, tap, zero)
             total = _add_into(total, _matmul(window, kernel, (3, 0), precision, dtype), y0, x0)
             zero = ordering.zero_after(total[0, y0, x0, 0])
         return total
@@ -154,8 +160,7 @@ def conv_by_taps(lhs: jax.Array, rhs: jax.Array, padding: Padding,
         for tap, (y0, y1, dy), (x0, x1, dx) in plan:
             window = _window(lhs, y0 + dy, x0 + dx, y1 - y0, x1 - x0, zero)
             reached = _window(cotangent, y0, x0, y1 - y0, x1 - x0, zero)
-            kernel = taps[tap] if zero is None else lax.dynamic_index_in_dim(
-                taps, tap + zero, keepdims=False)
+            kernel = _kernel(taps, tap, zero)
             # [N, h, w, in] x [N, h, w, out] contracted over N, h, w: the tap's kernel gradient,
             # written in place (a stack of the taps' gradients would be a second copy).
             tap_grad = lax.dot_general(window, reached, (((0, 1, 2), (0, 1, 2)), ((), ())),
