@@ -90,14 +90,24 @@ def measure_peak(peak_flops: Optional[float] = None) -> Tuple[float, str]:
 
 
 def _synthetic_batch(config: ml_collections.ConfigDict, mesh) -> dict:
-    """Random uint8 images and labels (10 % void) of the crop size: this process's rows."""
+    """Random uint8 images and labels (10 % void) of the crop size: this process's rows; with
+    `config.unlabeled_split`, unlabeled rows too (the step of Hung et al. 2018 does twice the
+    segmentor's work), all image pixels, their hidden labels as the labeled ones'."""
     rng = np.random.default_rng(0)
-    rows = config.batch_size // jax.process_count()
-    shape = (rows, *config.input.crop_size)
-    labels = rng.integers(0, config.num_classes, shape, dtype=np.int32)
-    labels[rng.random(shape) < 0.1] = IGNORE_LABEL
-    images = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
-    return sharding.global_batch({"image": images, "label": labels}, mesh)
+
+    def rows_of(batch_size: int):
+        shape = (batch_size // jax.process_count(), *config.input.crop_size)
+        labels = rng.integers(0, config.num_classes, shape, dtype=np.int32)
+        labels[rng.random(shape) < 0.1] = IGNORE_LABEL
+        return rng.integers(0, 256, (*shape, 3), dtype=np.uint8), labels
+
+    images, labels = rows_of(config.batch_size)
+    batch = {"image": images, "label": labels}
+    if config.get("unlabeled_split"):
+        images, labels = rows_of(config.unlabeled_batch_size or config.batch_size)
+        batch.update(unlabeled_image=images, unlabeled_label=labels,
+                     unlabeled_valid=np.ones(labels.shape, bool))
+    return sharding.global_batch(batch, mesh)
 
 
 def prepare_step(config: ml_collections.ConfigDict, mesh,
@@ -183,6 +193,18 @@ def _peak_memory() -> dict:
             "peak_memory_source": "process max RSS (getrusage): host memory, no device stats"}
 
 
+def benchmark_variants(config: ml_collections.ConfigDict) -> Dict[str, ml_collections.ConfigDict]:
+    """The supervised baseline (every adversarial weight 0, no unlabeled rows) and the
+    adversarial step (the config's λ_adv, or 0.5 if it has none; a semi-supervised config
+    keeps its unlabeled rows and their terms: Hung et al.'s whole step)."""
+    variants = {name: ml_collections.ConfigDict(config.to_dict())
+                for name in ("baseline", "adversarial")}
+    variants["baseline"].update(lambda_adv=0.0, lambda_adv_unlabeled=0.0, lambda_semi=0.0,
+                                unlabeled_split="")
+    variants["adversarial"].lambda_adv = config.lambda_adv if config.lambda_adv > 0 else 0.5
+    return variants
+
+
 def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warmup: int = 2,
                   peak_flops: Optional[float] = None, input_batches: int = 30,
                   profile_dir: Optional[str] = None) -> dict:
@@ -195,11 +217,7 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
                          f"{mesh.devices.size} devices.")
     load_before = os.getloadavg()[0]
     per_device, peak_source = measure_peak(peak_flops)  # First: nothing of ours runs yet.
-    adversarial_lambda = config.lambda_adv if config.lambda_adv > 0 else 0.5
-    variants = {}
-    for name, lambda_adv in (("baseline", 0.0), ("adversarial", adversarial_lambda)):
-        variants[name] = ml_collections.ConfigDict(config.to_dict())
-        variants[name].lambda_adv = lambda_adv
+    variants = benchmark_variants(config)
     # One initialisation (its RNG compiles slowly on CPU); the baseline gets a copy of the
     # segmentor's state, as each step donates (invalidates) the state it is given.
     full = state_lib.create_train_state(variants["adversarial"], mesh)

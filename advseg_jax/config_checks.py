@@ -164,6 +164,14 @@ def _validate_semi_supervised(config: ml_collections.ConfigDict) -> None:
     if batch % jax.device_count():
         raise ConfigError(f"unlabeled_batch_size={batch} must be a multiple of the device "
                           f"count ({jax.device_count()}).")
+    rows, size = config.batch_size // jax.device_count(), config.microbatch_size
+    unlabeled_rows = batch // jax.device_count()
+    if 0 < size < rows and rows % size == 0 and unlabeled_rows % (rows // size):
+        raise ConfigError(f"microbatch_size={size} cuts the {rows} labeled images per device "
+                          f"into {rows // size} microbatches, which must also split the "
+                          f"{unlabeled_rows} unlabeled ones (unlabeled_batch_size={batch}) "
+                          "evenly: choose another microbatch_size (0 = automatic) or a "
+                          "multiple of that count as unlabeled_batch_size.")
     if config.lambda_semi > 0 and config.adversary.name != "fcn":
         raise ConfigError(f"lambda_semi={config.lambda_semi} selects pixels by the "
                           "discriminator's per-pixel confidence, but adversary.name="

@@ -6,7 +6,7 @@ Cross-entropy returns a *sum* and a *count* so that the caller can normalise by 
 valid pixels of the whole global batch — the same loss whether the batch sits on 1 or 8 devices.
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -51,24 +51,31 @@ def segmentor_adversarial_loss(fake_logits: jnp.ndarray, form: str) -> jnp.ndarr
 
 
 def adversary_diagnostics(real_logits: jnp.ndarray, fake_logits: jnp.ndarray,
-                          real_weights=None, fake_weights=None, total=jnp.sum) -> dict:
+                          real_weights=None, fake_weights=None, total=jnp.sum,
+                          counts: Optional[Tuple[jnp.ndarray, jnp.ndarray]] = None) -> dict:
     """Accuracy on real and fake maps and mean D outputs: is the game balanced?
 
     Per-pixel logits come with weights (1 on non-void pixels), so void pixels, where the real
     and the fake map hold the same numbers, do not blur the figures; `total` sums a weighted
-    figure (over all devices, in the step, so the means are the global batch's).
+    figure (over all devices, in the step, so the means are the global batch's). `counts`:
+    the real and fake weights' totals over the whole batch when these logits are one
+    microbatch of it, so that the microbatches' figures sum to the batch's means.
     """
-    def mean(values, weights):
+    def mean(values, weights, count):
         if weights is None:
             return jnp.mean(values)
         weights = weights.astype(jnp.float32)
-        return total(values * weights) / jnp.maximum(total(weights), 1.0)
+        count = total(weights) if count is None else count
+        return total(values * weights) / jnp.maximum(count, 1.0)
 
+    real_count, fake_count = (None, None) if counts is None else counts
     return {
-        "adversary_accuracy_real": mean((real_logits > 0).astype(jnp.float32), real_weights),
-        "adversary_accuracy_fake": mean((fake_logits < 0).astype(jnp.float32), fake_weights),
-        "adversary_output_real": mean(jax.nn.sigmoid(real_logits), real_weights),
-        "adversary_output_fake": mean(jax.nn.sigmoid(fake_logits), fake_weights),
+        "adversary_accuracy_real": mean((real_logits > 0).astype(jnp.float32), real_weights,
+                                        real_count),
+        "adversary_accuracy_fake": mean((fake_logits < 0).astype(jnp.float32), fake_weights,
+                                        fake_count),
+        "adversary_output_real": mean(jax.nn.sigmoid(real_logits), real_weights, real_count),
+        "adversary_output_fake": mean(jax.nn.sigmoid(fake_logits), fake_weights, fake_count),
     }
 
 

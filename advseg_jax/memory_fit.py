@@ -1,6 +1,7 @@
 """The microbatch that fits: chosen from XLA's memory analysis of the compiled step, never an OOM.
 
-`config.microbatch_size = 0` takes the largest microbatch (a divisor of the per-device batch)
+`config.microbatch_size = 0` takes the largest microbatch (a divisor of the per-device batch, whose
+microbatch count also divides the per-device unlabeled batch, if any)
 whose compiled step's estimated peak, argument + output - aliased + temp bytes from
 `compiled.memory_analysis()`, stays within the device's limit less SAFETY_MARGIN. The limit is
 `config.memory_limit_gb` when set, else `device.memory_stats()["bytes_limit"]` (GPU/TPU), else
@@ -119,8 +120,11 @@ def out_of_memory_message(config: ml_collections.ConfigDict, choice: dict,
             f"step smaller. {_options(config)}")
 
 
-def _divisors(rows: int):
-    return [m for m in range(rows, 0, -1) if rows % m == 0]
+def _microbatch_sizes(rows: int, other_rows) -> list:
+    """Sizes m (largest first) that cut `rows` into K = rows / m microbatches such that K also
+    divides every other input's rows (the unlabeled batch: each microbatch takes 1/K of it)."""
+    return [m for m in range(rows, 0, -1)
+            if rows % m == 0 and all(r % (rows // m) == 0 for r in other_rows)]
 
 
 def _with_rows(batch: dict, global_rows: int) -> dict:
@@ -133,7 +137,8 @@ def choose(build: Callable[[int], Any], config: ml_collections.ConfigDict, mesh,
            state, batch) -> Tuple[Any, Dict[str, Any]]:
     """(compiled step, the choice and its memory figures) for this state and batch."""
     devices = mesh.devices.size
-    rows = jax.tree.leaves(batch)[0].shape[0] // devices
+    rows = batch["image"].shape[0] // devices
+    other_rows = {leaf.shape[0] // devices for leaf in jax.tree.leaves(batch)}
     limit, source = memory_limit(config)
     budget = np.inf if limit is None else (1 - SAFETY_MARGIN) * limit
     tried: Dict[str, Optional[float]] = {}
@@ -176,7 +181,7 @@ def choose(build: Callable[[int], Any], config: ml_collections.ConfigDict, mesh,
         _, floor = compile_at(1, _with_rows(batch, devices), label="1 (one-row step, floor)")
     if floor > budget:
         raise MemoryFitError(too_large_message(config, floor, limit, source))
-    for size in _divisors(rows)[1:]:
+    for size in _microbatch_sizes(rows, other_rows)[1:]:
         predicted = floor + (whole - floor) * (size - 1) / max(rows - 1, 1)
         if predicted > budget:
             continue

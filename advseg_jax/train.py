@@ -113,6 +113,20 @@ def _check_finite(step: int, scalars: dict, config: ml_collections.ConfigDict,
     return skipped
 
 
+def interval_means(logged: list) -> dict:
+    """The log interval's mean of each step metric; the selection accuracy is weighted by each
+    step's scored pixels (a step that selected none reports -1, which must not be averaged
+    in), and is -1 only if no step of the interval scored a pixel."""
+    means = {k: float(np.mean([m[k] for m in logged]))
+             for k in logged[0] if not k.startswith("nonfinite_")}
+    if "semi_selected_scored_pixels" in means:
+        scored = np.array([m["semi_selected_scored_pixels"] for m in logged], np.float64)
+        accuracy = np.array([m["semi_selected_accuracy"] for m in logged], np.float64)
+        means["semi_selected_accuracy"] = (float(np.sum(scored * accuracy) / np.sum(scored))
+                                           if np.sum(scored) > 0 else -1.0)
+    return means
+
+
 def _settle(step: int, device_metrics: dict, config: ml_collections.ConfigDict, skipped: int,
             logged: list, start_step: int) -> int:
     """Brings one step's metrics to the host once: checked for non-finite values, kept for logs."""
@@ -246,8 +260,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
             if step % config.log_every_steps == 0 or last:
                 skipped = _settle(step, previous, config, skipped, logged, start_step)
                 previous = None
-                scalars = {f"train/{k}": float(np.mean([m[k] for m in logged]))
-                           for k in logged[0] if not k.startswith("nonfinite_")}
+                scalars = {f"train/{k}": v for k, v in interval_means(logged).items()}
                 scalars.update({f"train/{k}": v
                                 for k, v in optim.learning_rates(config, step).items()})
                 scalars["train/skipped_nonfinite_steps"] = skipped

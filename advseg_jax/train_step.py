@@ -114,33 +114,43 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
     # Within one, on CPU, the models run in cache-sized chunks (microbatch.py): speed only.
     rows = images.shape[0]
     k = rows // microbatch_size
-    # Unlabeled rows (Hung et al. 2018) run through the segmentor with the labeled ones.
+    # Unlabeled rows (Hung et al. 2018) run through the segmentor with the labeled ones: each
+    # microbatch takes 1/K of each, so K must divide both (memory_fit and config_checks see to it).
     semi = "unlabeled_image" in batch
-    if semi and k > 1:
-        raise ValueError(
-            f"Gradient accumulation (microbatch of {microbatch_size} of a device's {rows} "
-            "rows) is not implemented with an unlabeled stream yet: set "
-            "config.microbatch_size to the per-device batch, lower the batch sizes, or use "
-            "more devices.")
+    unlabeled_rows = batch["unlabeled_image"].shape[0] if semi else 0
+    if semi and unlabeled_rows % k:
+        raise ValueError(f"{unlabeled_rows} unlabeled rows per device cannot be cut into {k} "
+                         f"microbatches (microbatch_size={microbatch_size} of {rows} labeled "
+                         "rows): make the unlabeled batch a multiple of the microbatch count.")
     unroll = accumulation.unrolled_on()
     chunk = microbatch.chunk_rows(0, microbatch_size, *images.shape[1:3])
-    inputs = (jnp.concatenate([images, batch["unlabeled_image"].astype(jnp.float32)])
-              if semi else images)
-    batch_rows = {"image": inputs, "label": labels}
+    batch_rows = {"image": images, "label": labels}
+    if semi:
+        batch_rows["unlabeled_image"] = batch["unlabeled_image"].astype(jnp.float32)
     stochastic = accumulation.needs_rng(
         lambda x: segmentor.apply({"params": state.segmentor.params}, x, train=True), images[:1])
     if stochastic:  # One dropout key per global row: the same masks for any K or device count.
-        batch_rows["key"] = accumulation.row_keys(rng, len(inputs),
-                                                  lax.axis_index(DATA) * len(inputs))
+        # Global rows: the labeled batch's, then the unlabeled batch's (numbered after it).
+        device = lax.axis_index(DATA)
+        batch_rows["key"] = accumulation.row_keys(rng, rows, device * rows)
+        if semi:
+            batch_rows["unlabeled_key"] = accumulation.row_keys(
+                rng, unlabeled_rows, num_devices * rows + device * unlabeled_rows)
 
     def forward(params, part):
+        """Logits of the microbatch's labeled rows, then of its unlabeled ones."""
+        inputs = part["image"]
+        if semi:
+            inputs = jnp.concatenate([inputs, part["unlabeled_image"]])
         if not stochastic:
             apply = lambda x: segmentor.apply({"params": params}, x, train=True)
-            return microbatch.apply_in_chunks(apply, part["image"], chunk=chunk)
+            return microbatch.apply_in_chunks(apply, inputs, chunk=chunk)
+        keys = (jnp.concatenate([part["key"], part["unlabeled_key"]]) if semi
+                else part["key"])
         one = lambda x, key: segmentor.apply({"params": params}, x, train=True,
                                              rngs={"dropout": key})
         apply = functools.partial(accumulation.apply_per_example, one)
-        return microbatch.apply_in_chunks(apply, part["image"], part["key"], chunk=chunk)
+        return microbatch.apply_in_chunks(apply, inputs, keys, chunk=chunk)
 
     if k == 1:  # The forward pass is shared by both players' updates (jax.vjp).
         all_logits, segmentor_vjp = jax.vjp(lambda p: forward(p, batch_rows),
@@ -149,6 +159,11 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
         all_logits = accumulation.map_microbatches(
             lambda part: lax.stop_gradient(forward(state.segmentor.params, part)),
             batch_rows, k, unroll=unroll)
+        if semi:  # [labeled; unlabeled] per microbatch -> all labeled rows, then all unlabeled.
+            per_microbatch = all_logits.reshape(k, -1, *all_logits.shape[1:])
+            all_logits = jnp.concatenate(
+                [per_microbatch[:, :rows // k].reshape(rows, *all_logits.shape[1:]),
+                 per_microbatch[:, rows // k:].reshape(unlabeled_rows, *all_logits.shape[1:])])
     metrics, finite = {}, {}
     new_adversary = state.adversary
     encoding = config.adversary.encoding
@@ -171,13 +186,15 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             # split has any, are read only by the selection diagnostics below.
             u_weights = _resize_nearest(batch["unlabeled_valid"].astype(jnp.int32),
                                         map_shape) > 0
-            u_images = _resize_bilinear(inputs[rows:] / 255.0, map_shape)
+            u_images = _resize_bilinear(batch_rows["unlabeled_image"] / 255.0, map_shape)
             u_probs = jax.nn.softmax(
                 _resize_bilinear(lax.stop_gradient(all_logits[rows:]), map_shape), axis=-1)
             adversary_rows.update(
                 fake=jnp.concatenate([fake, encodings.encode(encoding, u_probs, u_images)]),
                 fake_image=jnp.concatenate([small_images, u_images]),
                 fake_weight=jnp.concatenate([label_weights, u_weights]))
+            batch_rows.update(unlabeled_small_image=u_images, unlabeled_weight=u_weights)
+            u_total = _global_count(u_weights)
         real_total = _global_count(label_weights)
         fake_total = _global_count(adversary_rows["fake_weight"])
 
@@ -189,12 +206,11 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             fake_logits = apply(part["fake_image"], part["fake"])
             loss = (_bce(real_logits, 1.0, part["real_weight"], real_total, k)
                     + _bce(fake_logits, 0.0, part["fake_weight"], fake_total, k))
-            if real_logits.ndim > 1:  # Per pixel: over the global batch's non-void pixels.
-                diagnostics = losses.adversary_diagnostics(
+            if real_logits.ndim > 1:  # Per pixel: shares of the global batch's non-void pixels.
+                return loss, losses.adversary_diagnostics(
                     real_logits, fake_logits, part["real_weight"], part["fake_weight"],
-                    total=lambda x: lax.psum(jnp.sum(x), DATA))
-            else:
-                diagnostics = losses.adversary_diagnostics(real_logits, fake_logits)
+                    total=lambda x: lax.psum(jnp.sum(x), DATA), counts=(real_total, fake_total))
+            diagnostics = losses.adversary_diagnostics(real_logits, fake_logits)
             # Means over equal microbatches: 1/K of each sums to the batch's mean.
             return loss, jax.tree.map(lambda x: _image_or_pixel_mean(x, None, k), diagnostics)
 
@@ -218,6 +234,23 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             functools.partial(adversary.apply, {"params": new_adversary.params}, train=True),
             map_images, encodings.encode(encoding, label_probs, map_images), chunk=chunk)
 
+    selected_total, semi_diagnostics = None, {}
+    if semi and k > 1:
+        # Self-training's pixels and their global count, chosen before the accumulation (the
+        # loss is normalised by the count over the whole batch): the updated discriminator on
+        # the stop-gradient predictions, which are the values K = 1 selects from.
+        u_confidence = accumulation.map_microbatches(
+            lambda part: discriminate(part["probs"], part["image"]),
+            {"probs": u_probs, "image": u_images}, k, unroll=unroll)
+        if u_confidence.ndim > 1:
+            selected = losses.self_training_mask(u_confidence, u_weights, config.semi_threshold)
+            batch_rows["unlabeled_selected"] = selected
+            selected_total = lax.psum(jnp.sum(selected).astype(jnp.float32), DATA)
+            targets = jnp.argmax(_resize_bilinear(all_logits[rows:], map_shape), axis=-1)
+            semi_diagnostics = _selection_diagnostics(
+                selected, u_weights, targets, _resize_nearest(batch["unlabeled_label"],
+                                                              map_shape))
+
     def segmentor_loss(all_logits, part):
         """This microbatch's share of the batch's loss (global pixel count, 1/K of means)."""
         logits = all_logits[:rows // k]
@@ -232,26 +265,29 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
         parts["adversarial_term"] = _adversarial_term(
             fake_logits, part["label_weight"], config.adversarial_loss, real_total, k)
         total = total + optim.adversarial_weight(config, state.step) * parts["adversarial_term"]
-        if semi:  # k == 1: the whole device batch.
+        if semi:  # The microbatch's unlabeled rows follow its labeled ones.
             weights = optim.semi_weights(config, state.step)
-            u_logits = _resize_bilinear(all_logits[rows:], map_shape)
-            u_fake_logits = discriminate(jax.nn.softmax(u_logits, axis=-1), u_images)
-            u_total = _global_count(u_weights)
+            u_logits = _resize_bilinear(all_logits[rows // k:], map_shape)
+            u_weight = part["unlabeled_weight"]
+            u_fake_logits = discriminate(jax.nn.softmax(u_logits, axis=-1),
+                                         part["unlabeled_small_image"])
             parts["adversarial_term_unlabeled"] = _adversarial_term(
-                u_fake_logits, u_weights, config.adversarial_loss, u_total, 1)
+                u_fake_logits, u_weight, config.adversarial_loss, u_total, k)
             total = total + (weights["lambda_adv_unlabeled"]
                              * parts["adversarial_term_unlabeled"])
             if u_fake_logits.ndim > 1:  # A confidence map: self-training can select pixels.
-                selected = losses.self_training_mask(u_fake_logits, u_weights,
-                                                     config.semi_threshold)
+                selected = (losses.self_training_mask(u_fake_logits, u_weight,
+                                                      config.semi_threshold)
+                            if k == 1 else part["unlabeled_selected"])
                 ce_semi, count, targets = losses.self_training_cross_entropy(u_logits, selected)
                 if config.lambda_semi > 0:
                     parts["self_training_loss"] = _image_or_pixel_mean(
-                        ce_semi, lax.psum(count, DATA), 1)
+                        ce_semi, lax.psum(count, DATA) if k == 1 else selected_total, 1)
                     total = total + weights["lambda_semi"] * parts["self_training_loss"]
-                semi_diagnostics.update(_selection_diagnostics(
-                    selected, u_weights, targets, _resize_nearest(batch["unlabeled_label"],
-                                                                   map_shape)))
+                if k == 1:
+                    semi_diagnostics.update(_selection_diagnostics(
+                        selected, u_weight, targets, _resize_nearest(batch["unlabeled_label"],
+                                                                      map_shape)))
         return total, (parts, semi_diagnostics)
 
     if k == 1:
@@ -259,7 +295,7 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             segmentor_loss, has_aux=True)(all_logits, batch_rows)
         (grads,) = segmentor_vjp(logits_grad)
     else:  # Forward again, microbatch by microbatch, through the updated adversary.
-        (total, (parts, semi_diagnostics)), grads = accumulation.sum_value_and_grad(
+        (total, (parts, _)), grads = accumulation.sum_value_and_grad(
             lambda params, part: segmentor_loss(forward(params, part), part),
             state.segmentor.params, batch_rows, k, unroll=unroll,
             after=None if adversary is None else new_adversary.params)
@@ -283,7 +319,8 @@ def _selection_diagnostics(selected: jnp.ndarray, valid: jnp.ndarray, targets: j
     """Global fraction of unlabeled pixels picked for self-training, and how often the pick is
     right where the split has (hidden) labels: the honest check of the confidence map.
 
-    -1 when no selected pixel has a label (a folder of images without masks).
+    -1 when no selected pixel has a label (a folder of images without masks, or no pixel
+    selected); the scored pixels' count lets a log interval weight each step's accuracy.
     """
     labeled = selected & (hidden_labels != IGNORE_LABEL)
     counts = lax.psum(jnp.stack([
@@ -291,7 +328,8 @@ def _selection_diagnostics(selected: jnp.ndarray, valid: jnp.ndarray, targets: j
         jnp.sum(labeled & (targets == hidden_labels))]).astype(jnp.float32), DATA)
     return {"semi_selected_fraction": counts[0] / jnp.maximum(counts[1], 1.0),
             "semi_selected_accuracy": jnp.where(counts[2] > 0,
-                                                counts[3] / jnp.maximum(counts[2], 1.0), -1.0)}
+                                                counts[3] / jnp.maximum(counts[2], 1.0), -1.0),
+            "semi_selected_scored_pixels": counts[2]}
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.Module,

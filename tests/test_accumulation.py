@@ -3,7 +3,6 @@ on 1 and 2 devices, baseline and adversarial, with dropout, and for the Stanford
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,16 +12,11 @@ from advseg_jax import accumulation
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
-from advseg_jax.models import registry
 from advseg_jax.models.adversaries import TwoBranchAdversary
 from advseg_jax.models.multiscale import MultiscaleNet
+from accumulation_helpers import relative_error, sgd_one
 
 TOLERANCE = 1e-4
-
-
-def _relative_error(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 @pytest.mark.parametrize("unroll", [True, False])  # CPU's unrolled loop; the accelerators' scan.
@@ -83,40 +77,10 @@ def test_stanford_models_accumulated_match_one_call(unroll):
                                                                     unroll=unroll))
     (value, _), grads = plain((seg_params, adv_params))
     (value_k, _), grads_k = accumulated((seg_params, adv_params))
-    assert _relative_error(value_k, value) < TOLERANCE
+    assert relative_error(value_k, value) < TOLERANCE
     for a, b in zip(jax.tree.leaves(grads_k), jax.tree.leaves(grads)):
-        assert _relative_error(a, b) < TOLERANCE
+        assert relative_error(a, b) < TOLERANCE
         assert float(jnp.max(jnp.abs(b))) > 0  # Every gradient is exercised.
-
-
-class _TinyDilated(nn.Module):
-    """Dilated-8's shape in miniature: strided stem, a dilated conv, fc-like 1x1s with dropout."""
-
-    num_classes: int
-    dropout_rate: float
-
-    @nn.compact
-    def __call__(self, images, train: bool = False):
-        x = images / 255.0 - 0.5
-        x = nn.relu(nn.Conv(8, (3, 3), strides=(2, 2))(x))
-        x = nn.relu(nn.Conv(16, (3, 3), kernel_dilation=2)(x))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.relu(nn.Conv(16, (1, 1))(x))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Conv(self.num_classes, (1, 1))(x)
-
-
-if "tiny_dilated_test" not in registry.segmentor_names():
-    registry.register_segmentor("tiny_dilated_test")(
-        lambda config: _TinyDilated(config.num_classes, config.segmentor.dropout_rate))
-
-
-def _sgd_one(config):
-    """Plain SGD at rate 1 for both players: the update *is* minus the gradient."""
-    for part in (config.segmentor, config.adversary):
-        part.optimizer, part.learning_rate, part.momentum = "sgd", 1.0, 0.0
-        part.schedule, part.warmup_steps, part.weight_decay = "constant", 0, 0.0
-    return config
 
 
 def _batch(config, seed=0):
@@ -155,7 +119,7 @@ def _assert_same(result, reference):
             assert grads[name] is None
             continue
         for a, b in zip(jax.tree.leaves(grads[name]), jax.tree.leaves(want[name])):
-            assert _relative_error(a, b) < TOLERANCE, name
+            assert relative_error(a, b) < TOLERANCE, name
             assert np.max(np.abs(b)) > 0, name  # Every gradient is exercised.
 
 
@@ -165,7 +129,7 @@ _SPLITS = [(1, (8, 4, 1)), (2, (4, 2))]
 
 @pytest.mark.parametrize("lambda_adv", [0.0, 0.5], ids=["baseline", "adversarial"])
 def test_accumulated_step_has_the_whole_batch_loss_and_gradients(tiny_config, lambda_adv):
-    config = _sgd_one(tiny_config)
+    config = sgd_one(tiny_config)
     config.batch_size, config.input.crop_size, config.lambda_adv = 8, (32, 32), lambda_adv
     reference = _gradients(config, 1, 8)
     for devices, sizes in _SPLITS:
@@ -177,7 +141,7 @@ def test_accumulated_step_has_the_whole_batch_loss_and_gradients(tiny_config, la
 def test_with_dropout_accumulation_and_devices_change_nothing(tiny_config):
     """Dropout masks are drawn per example from (seed, step, global row): K and the device count
     change no mask, so the loss and both gradients stay those of the whole batch."""
-    config = _sgd_one(tiny_config)
+    config = sgd_one(tiny_config)
     config.segmentor.name, config.segmentor.dropout_rate = "tiny_dilated_test", 0.5
     config.batch_size, config.input.crop_size, config.lambda_adv = 4, (16, 16), 0.5
     reference = _gradients(config, 1, 4)

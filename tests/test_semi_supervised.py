@@ -9,14 +9,19 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from advseg_jax import benchmark
 from advseg_jax import config_checks
 from advseg_jax import input_pipeline
 from advseg_jax import losses
+from advseg_jax import memory_fit
 from advseg_jax import optim
 from advseg_jax import sharding
+from advseg_jax import train
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax.models import fcn_discriminator
+
+import accumulation_helpers
 
 
 def _numpy_bce(logits, target):
@@ -192,14 +197,15 @@ def _semi_batch(config, seed=0):
     rng = np.random.default_rng(seed)
     size = tuple(config.input.crop_size)
     rows = config.batch_size
+    u_rows = config.unlabeled_batch_size or rows
     labels = rng.integers(0, config.num_classes, (rows, *size)).astype(np.int32)
     labels[rng.random(labels.shape) < 0.3] = 255
     labels[: rows // 2, :10] = 255  # Uneven void counts over the two devices.
-    valid = rng.random((rows, *size)) > 0.2
-    valid[rows // 2:, :, :20] = False  # Uneven crop padding over the two devices.
-    hidden = rng.integers(0, config.num_classes, (rows, *size)).astype(np.int32)
+    valid = rng.random((u_rows, *size)) > 0.2
+    valid[u_rows // 2:, :, :20] = False  # Uneven crop padding over the two devices.
+    hidden = rng.integers(0, config.num_classes, (u_rows, *size)).astype(np.int32)
     return {"image": rng.integers(0, 256, (rows, *size, 3)).astype(np.uint8), "label": labels,
-            "unlabeled_image": rng.integers(0, 256, (rows, *size, 3)).astype(np.uint8),
+            "unlabeled_image": rng.integers(0, 256, (u_rows, *size, 3)).astype(np.uint8),
             "unlabeled_valid": valid, "unlabeled_label": np.where(valid, hidden, 255)}
 
 
@@ -332,7 +338,86 @@ def test_fcn_without_unlabeled_stream_accumulates_exactly(semi_config):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-def test_unlabeled_stream_refuses_accumulation_before_the_first_step(semi_config):
-    semi_config.microbatch_size = 1
-    with pytest.raises(ValueError, match="not implemented with an unlabeled stream"):
-        _run_steps(semi_config, sharding.make_mesh(), [_semi_batch(semi_config)])
+def _one_sgd_step(config, devices, microbatch_size, batch):
+    """(both models' gradients, metrics) of one step: SGD at rate 1 makes the update -grad."""
+    config.microbatch_size = microbatch_size
+    mesh = sharding.make_mesh(jax.devices()[:devices])
+    before = jax.device_get(state_lib.create_train_state(config, mesh))
+    after, [metrics] = _run_steps(config, mesh, [batch])
+    grads = {name: jax.tree.map(np.subtract, getattr(before, name).params,
+                                getattr(after, name).params) for name in ("segmentor", "adversary")}
+    return grads, metrics
+
+
+def test_semi_step_accumulates_to_the_whole_batch(semi_config):
+    """4 labeled + 8 unlabeled rows cut into K = 4 microbatches (1 device) and K = 2 per device
+    (2 devices), with dropout (each row's masks drawn from its global index): every loss term,
+    the selection's diagnostics and both models' gradients are the whole batch's.
+
+    T_semi = 0 selects every image pixel of the unlabeled rows, whose counts differ from row
+    to row (crop padding), so a selection paired with the wrong rows, or normalised by one
+    microbatch's count rather than the batch's, would change the loss. (This discriminator's
+    confidences lie within 1e-3 of each other: a threshold among them would flip pixels on
+    float noise.) T_semi = 0.99, above all of them, must select nothing.
+    """
+    config = accumulation_helpers.sgd_one(semi_config)
+    config.segmentor.name, config.segmentor.dropout_rate = "tiny_dilated_test", 0.5
+    config.unlabeled_batch_size, config.semi_start_step, config.semi_threshold = 8, 0, 0.0
+    config.input.crop_size = (32, 32)  # The fcn's smallest input.
+    batch = _semi_batch(config)
+    want_grads, want = _one_sgd_step(config, 1, 4, batch)
+    assert want["semi_selected_fraction"] == 1.0 and want["self_training_loss"] > 0
+    for devices, size in ((1, 1), (2, 1)):
+        grads, metrics = _one_sgd_step(config, devices, size, batch)
+        assert set(metrics) == set(want)
+        for key, value in want.items():
+            assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-7), (devices, size, key)
+        for name in ("segmentor", "adversary"):
+            for a, b in zip(jax.tree.leaves(grads[name]), jax.tree.leaves(want_grads[name])):
+                assert accumulation_helpers.relative_error(a, b) < 1e-4, (devices, size, name)
+                assert np.max(np.abs(b)) > 0, name
+    config.semi_threshold = 0.99
+    _, metrics = _one_sgd_step(config, 1, 2, batch)
+    assert metrics["semi_selected_fraction"] == 0.0 and metrics["self_training_loss"] == 0.0
+    assert metrics["cross_entropy"] == pytest.approx(want["cross_entropy"], rel=1e-6)
+
+
+def test_microbatches_must_split_the_unlabeled_batch_too(semi_config):
+    """On 2 devices, K = 2 microbatches of a device's 2 labeled rows cannot split its 1
+    unlabeled row; the automatic choice skips such sizes."""
+    semi_config.unlabeled_batch_size, semi_config.microbatch_size = 2, 1
+    with pytest.raises(config_checks.ConfigError,
+                       match="microbatch_size=1 cuts the 2 labeled images per device into 2 "):
+        config_checks.validate_config(semi_config)
+    assert memory_fit._microbatch_sizes(4, {4, 2}) == [4, 2]
+    assert memory_fit._microbatch_sizes(4, {4, 8}) == [4, 2, 1]
+
+
+def test_interval_accuracy_weights_steps_by_their_scored_pixels():
+    """A step that selected nothing reports -1; the interval's accuracy must not average it."""
+    steps_logged = [
+        {"semi_selected_accuracy": -1.0, "semi_selected_scored_pixels": 0.0, "x": 1.0},
+        {"semi_selected_accuracy": 0.5, "semi_selected_scored_pixels": 30.0, "x": 2.0},
+        {"semi_selected_accuracy": 1.0, "semi_selected_scored_pixels": 10.0, "x": 3.0}]
+    means = train.interval_means(steps_logged)
+    assert means["semi_selected_accuracy"] == pytest.approx((0.5 * 30 + 10) / 40)
+    assert means["x"] == pytest.approx(2.0)
+    assert train.interval_means(steps_logged[:1])["semi_selected_accuracy"] == -1.0
+
+
+def test_benchmark_times_the_semi_step_against_a_supervised_baseline(semi_config):
+    """A semi-supervised config's benchmark batch has its unlabeled rows (all image pixels),
+    and its baseline has neither them nor a discriminator."""
+    semi_config.unlabeled_batch_size = 8
+    variants = benchmark.benchmark_variants(semi_config)
+    assert state_lib.build_models(variants["baseline"])[1] is None
+    assert variants["baseline"].unlabeled_split == ""
+    assert variants["adversarial"].lambda_adv == semi_config.lambda_adv
+    assert variants["adversarial"].lambda_semi == semi_config.lambda_semi
+    mesh = sharding.make_mesh()
+    batch = benchmark._synthetic_batch(variants["adversarial"], mesh)
+    crop = tuple(semi_config.input.crop_size)
+    assert batch["image"].shape == (4, *crop, 3)
+    assert batch["unlabeled_image"].shape == (8, *crop, 3)
+    assert bool(np.all(np.asarray(batch["unlabeled_valid"])))
+    assert set(benchmark._synthetic_batch(variants["baseline"], mesh)) == {"image", "label"}
