@@ -187,8 +187,8 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             u_weights = _resize_nearest(batch["unlabeled_valid"].astype(jnp.int32),
                                         map_shape) > 0
             u_images = _resize_bilinear(batch_rows["unlabeled_image"] / 255.0, map_shape)
-            u_probs = jax.nn.softmax(
-                _resize_bilinear(lax.stop_gradient(all_logits[rows:]), map_shape), axis=-1)
+            u_map_logits = _resize_bilinear(lax.stop_gradient(all_logits[rows:]), map_shape)
+            u_probs = jax.nn.softmax(u_map_logits, axis=-1)
             adversary_rows.update(
                 fake=jnp.concatenate([fake, encodings.encode(encoding, u_probs, u_images)]),
                 fake_image=jnp.concatenate([small_images, u_images]),
@@ -246,7 +246,7 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             selected = losses.self_training_mask(u_confidence, u_weights, config.semi_threshold)
             batch_rows["unlabeled_selected"] = selected
             selected_total = lax.psum(jnp.sum(selected).astype(jnp.float32), DATA)
-            targets = jnp.argmax(_resize_bilinear(all_logits[rows:], map_shape), axis=-1)
+            targets = jnp.argmax(u_map_logits, axis=-1)
             semi_diagnostics = _selection_diagnostics(
                 selected, u_weights, targets, _resize_nearest(batch["unlabeled_label"],
                                                               map_shape))
