@@ -234,7 +234,7 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             functools.partial(adversary.apply, {"params": new_adversary.params}, train=True),
             map_images, encodings.encode(encoding, label_probs, map_images), chunk=chunk)
 
-    selected_total, semi_diagnostics = None, {}
+    selected_total, selection = None, {}
     if semi and k > 1:
         # Self-training's pixels and their global count, chosen before the accumulation (the
         # loss is normalised by the count over the whole batch): the updated discriminator on
@@ -246,20 +246,17 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             selected = losses.self_training_mask(u_confidence, u_weights, config.semi_threshold)
             batch_rows["unlabeled_selected"] = selected
             selected_total = lax.psum(jnp.sum(selected).astype(jnp.float32), DATA)
-            targets = jnp.argmax(u_map_logits, axis=-1)
-            semi_diagnostics = _selection_diagnostics(
-                selected, u_weights, targets, _resize_nearest(batch["unlabeled_label"],
-                                                              map_shape))
+            selection = {"selected": selected, "targets": jnp.argmax(u_map_logits, axis=-1)}
 
     def segmentor_loss(all_logits, part):
         """This microbatch's share of the batch's loss (global pixel count, 1/K of means)."""
         logits = all_logits[:rows // k]
         ce_sum, _ = losses.masked_cross_entropy(
             _resize_bilinear(logits, part["label"].shape[1:3]), part["label"], IGNORE_LABEL)
-        parts, semi_diagnostics = {"cross_entropy": ce_sum * ce_scale}, {}
+        parts, selection = {"cross_entropy": ce_sum * ce_scale}, {}
         total = parts["cross_entropy"]
         if adversary is None:
-            return total, (parts, semi_diagnostics)
+            return total, (parts, selection)
         fake_logits = discriminate(jax.nn.softmax(_resize_bilinear(logits, map_shape), axis=-1),
                                    part["small_image"])
         parts["adversarial_term"] = _adversarial_term(
@@ -284,14 +281,12 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
                     parts["self_training_loss"] = _image_or_pixel_mean(
                         ce_semi, lax.psum(count, DATA) if k == 1 else selected_total, 1)
                     total = total + weights["lambda_semi"] * parts["self_training_loss"]
-                if k == 1:
-                    semi_diagnostics.update(_selection_diagnostics(
-                        selected, u_weight, targets, _resize_nearest(batch["unlabeled_label"],
-                                                                      map_shape)))
-        return total, (parts, semi_diagnostics)
+                if k == 1:  # K > 1 selected before the accumulation.
+                    selection = {"selected": selected, "targets": targets}
+        return total, (parts, selection)
 
     if k == 1:
-        (total, (parts, semi_diagnostics)), logits_grad = jax.value_and_grad(
+        (total, (parts, selection)), logits_grad = jax.value_and_grad(
             segmentor_loss, has_aux=True)(all_logits, batch_rows)
         (grads,) = segmentor_vjp(logits_grad)
     else:  # Forward again, microbatch by microbatch, through the updated adversary.
@@ -303,7 +298,10 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
     metrics.update(parts)
     metrics["segmentor_loss"] = total
     metrics = lax.pmean(metrics, DATA)
-    metrics.update(semi_diagnostics)  # Already global.
+    if selection:  # Global already: _selection_diagnostics sums over the devices.
+        metrics.update(_selection_diagnostics(
+            selection["selected"], u_weights, selection["targets"],
+            _resize_nearest(batch["unlabeled_label"], map_shape)))
     finite["segmentor"] = jnp.isfinite(metrics["segmentor_loss"]) & _all_finite(grads)
     new_segmentor = _keep_if(finite["segmentor"],
                              state.segmentor.apply_gradients(grads=grads), state.segmentor)

@@ -1,9 +1,13 @@
 """Shared by the accumulation tests: a Dilated-8-like tiny segmentor with dropout, plain SGD
-at rate 1 (an update is minus the gradient) and a relative error."""
+at rate 1 (an update is minus the gradient), one real step's gradients and a relative error."""
 
 import flax.linen as nn
+import jax
 import numpy as np
 
+from advseg_jax import sharding
+from advseg_jax import state as state_lib
+from advseg_jax import train_step as steps
 from advseg_jax.models import registry
 
 
@@ -40,3 +44,21 @@ def sgd_one(config):
         part.optimizer, part.learning_rate, part.momentum = "sgd", 1.0, 0.0
         part.schedule, part.warmup_steps, part.weight_decay = "constant", 0, 0.0
     return config
+
+
+def one_step_gradients(config, devices: int, microbatch_size: int, batch: dict):
+    """(both models' gradients, None for a model not built; the step's metrics) of one real
+    train step on `devices` devices: under `sgd_one` the update is minus the gradient."""
+    config.microbatch_size = microbatch_size
+    mesh = sharding.make_mesh(jax.devices()[:devices])
+    segmentor, adversary = state_lib.build_models(config)
+    state = state_lib.create_train_state(config, mesh)
+    before = jax.device_get(state)
+    step = steps.make_train_step(config, mesh, segmentor, adversary)
+    state, metrics = step(state, sharding.global_batch(batch, mesh))
+    assert step.choice["num_microbatches"] == config.batch_size // devices // microbatch_size
+    after = jax.device_get(state)
+    grads = {name: None if getattr(before, name) is None else jax.tree.map(
+        np.subtract, getattr(before, name).params, getattr(after, name).params)
+        for name in ("segmentor", "adversary")}
+    return grads, steps.host_scalars(metrics)

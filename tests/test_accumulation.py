@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 
 from advseg_jax import accumulation
-from advseg_jax import sharding
-from advseg_jax import state as state_lib
-from advseg_jax import train_step as steps
 from advseg_jax.models.adversaries import TwoBranchAdversary
 from advseg_jax.models.multiscale import MultiscaleNet
-from accumulation_helpers import relative_error, sgd_one
+from accumulation_helpers import one_step_gradients, relative_error, sgd_one
 
 TOLERANCE = 1e-4
 
@@ -94,20 +91,7 @@ def _batch(config, seed=0):
 
 
 def _gradients(config, devices: int, microbatch_size: int):
-    """(segmentor grads, adversary grads or None, metrics) of one real step."""
-    mesh = sharding.make_mesh(jax.devices()[:devices])
-    config.microbatch_size = microbatch_size
-    segmentor, adversary = state_lib.build_models(config)
-    state = state_lib.create_train_state(config, mesh)
-    before = jax.device_get(state)
-    step = steps.make_train_step(config, mesh, segmentor, adversary)
-    state, metrics = step(state, sharding.global_batch(_batch(config), mesh))
-    assert step.choice["num_microbatches"] == config.batch_size // devices // microbatch_size
-    after = jax.device_get(state)
-    grads = {name: None if getattr(before, name) is None else jax.tree.map(
-        np.subtract, getattr(before, name).params, getattr(after, name).params)
-        for name in ("segmentor", "adversary")}
-    return grads, steps.host_scalars(metrics)
+    return one_step_gradients(config, devices, microbatch_size, _batch(config))
 
 
 def _assert_same(result, reference):

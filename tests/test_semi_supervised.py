@@ -338,17 +338,6 @@ def test_fcn_without_unlabeled_stream_accumulates_exactly(semi_config):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-def _one_sgd_step(config, devices, microbatch_size, batch):
-    """(both models' gradients, metrics) of one step: SGD at rate 1 makes the update -grad."""
-    config.microbatch_size = microbatch_size
-    mesh = sharding.make_mesh(jax.devices()[:devices])
-    before = jax.device_get(state_lib.create_train_state(config, mesh))
-    after, [metrics] = _run_steps(config, mesh, [batch])
-    grads = {name: jax.tree.map(np.subtract, getattr(before, name).params,
-                                getattr(after, name).params) for name in ("segmentor", "adversary")}
-    return grads, metrics
-
-
 def test_semi_step_accumulates_to_the_whole_batch(semi_config):
     """4 labeled + 8 unlabeled rows cut into K = 4 microbatches (1 device) and K = 2 per device
     (2 devices), with dropout (each row's masks drawn from its global index): every loss term,
@@ -365,10 +354,10 @@ def test_semi_step_accumulates_to_the_whole_batch(semi_config):
     config.unlabeled_batch_size, config.semi_start_step, config.semi_threshold = 8, 0, 0.0
     config.input.crop_size = (32, 32)  # The fcn's smallest input.
     batch = _semi_batch(config)
-    want_grads, want = _one_sgd_step(config, 1, 4, batch)
+    want_grads, want = accumulation_helpers.one_step_gradients(config, 1, 4, batch)
     assert want["semi_selected_fraction"] == 1.0 and want["self_training_loss"] > 0
     for devices, size in ((1, 1), (2, 1)):
-        grads, metrics = _one_sgd_step(config, devices, size, batch)
+        grads, metrics = accumulation_helpers.one_step_gradients(config, devices, size, batch)
         assert set(metrics) == set(want)
         for key, value in want.items():
             assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-7), (devices, size, key)
@@ -377,7 +366,7 @@ def test_semi_step_accumulates_to_the_whole_batch(semi_config):
                 assert accumulation_helpers.relative_error(a, b) < 1e-4, (devices, size, name)
                 assert np.max(np.abs(b)) > 0, name
     config.semi_threshold = 0.99
-    _, metrics = _one_sgd_step(config, 1, 2, batch)
+    _, metrics = accumulation_helpers.one_step_gradients(config, 1, 2, batch)
     assert metrics["semi_selected_fraction"] == 0.0 and metrics["self_training_loss"] == 0.0
     assert metrics["cross_entropy"] == pytest.approx(want["cross_entropy"], rel=1e-6)
 
