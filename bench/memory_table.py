@@ -3,6 +3,8 @@ given size would use (README, "Memory"). Compiles only: nothing is run.
 
     python bench/memory_table.py --configs=default,stanford_background,voc --limit_gb=16
 
+Semi-supervised configs (an `unlabeled_split`) compile with their unlabeled rows.
+
 For each config and dtype (float32, bfloat16): the adversarial step at the config's batch on
 one device, XLA's estimated peak with the whole batch as one microbatch, and the automatic
 choice under `memory_limit_gb` (advseg_jax/memory_fit.py), with every estimate it compiled.
@@ -28,11 +30,20 @@ from advseg_jax import train_step as steps  # noqa: E402
 
 
 def _abstract_batch(config, mesh) -> dict:
-    """The training batch's shapes (uint8 images, int32 labels), split on `data`."""
-    rows, size = config.batch_size, tuple(config.input.crop_size)
-    split = sharding.batch_split(mesh)
-    return {"image": jax.ShapeDtypeStruct((rows, *size, 3), np.uint8, sharding=split),
-            "label": jax.ShapeDtypeStruct((rows, *size), np.int32, sharding=split)}
+    """The training batch's shapes (uint8 images, int32 labels), split on `data`; with an
+    unlabeled stream, its rows too (they go through both models, so they cost memory)."""
+    size, split = tuple(config.input.crop_size), sharding.batch_split(mesh)
+
+    def rows_of(rows, prefix=""):
+        return {f"{prefix}image": jax.ShapeDtypeStruct((rows, *size, 3), np.uint8, sharding=split),
+                f"{prefix}label": jax.ShapeDtypeStruct((rows, *size), np.int32, sharding=split)}
+
+    batch = rows_of(config.batch_size)
+    if config.get("unlabeled_split"):
+        rows = config.unlabeled_batch_size or config.batch_size
+        batch.update(rows_of(rows, "unlabeled_"),
+                     unlabeled_valid=jax.ShapeDtypeStruct((rows, *size), np.bool_, sharding=split))
+    return batch
 
 
 def figures(name: str, dtype: str, limit_gb: float) -> dict:
@@ -62,7 +73,8 @@ def figures(name: str, dtype: str, limit_gb: float) -> dict:
 
 def main(argv) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default="default,stanford_background,stanford_cpu,voc")
+    parser.add_argument("--configs", default=("default,stanford_background,stanford_cpu,"
+                                              "stanford_semi,voc,voc_semi"))
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--limit_gb", type=float, default=16.0)
     args = parser.parse_args(argv)
