@@ -73,16 +73,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.segmentor.conv_algorithm not in exact_taps.SETTINGS:
         raise ConfigError(f"Unknown segmentor.conv_algorithm={config.segmentor.conv_algorithm!r}; "
                           f"valid options: {list(exact_taps.SETTINGS)}.")
-    for algorithm in config.segmentor.stack_conv_algorithms:
-        if algorithm not in exact_taps.SETTINGS:
-            raise ConfigError(f"Unknown entry {algorithm!r} in segmentor.stack_conv_algorithms="
-                              f"{tuple(config.segmentor.stack_conv_algorithms)}; valid options "
-                              f"per stage: {list(exact_taps.SETTINGS)}.")
-    if (config.segmentor.name == "multiscale" and len(config.segmentor.stack_conv_algorithms)
-            != len(config.segmentor.widths)):
-        raise ConfigError(f"segmentor.stack_conv_algorithms="
-                          f"{tuple(config.segmentor.stack_conv_algorithms)} needs one entry per "
-                          f"stage of segmentor.widths={tuple(config.segmentor.widths)}.")
     _validate_semi_supervised(config)
     if optim.uses_adversary(config):
         if config.adversary.label_resolution not in ("output", "input"):

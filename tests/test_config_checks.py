@@ -24,20 +24,11 @@ from advseg_jax.config_checks import validate_config
     ("batch_size", 3, "batch_size=3 must be a positive multiple of the device count \\(2\\)"),
     ("adversary.tau", 1.5, "adversary.tau=1.5 must lie in"),
     ("segmentor.conv_algorithm", "fft", "segmentor.conv_algorithm='fft'; valid options: .*taps"),
-    ("segmentor.stack_conv_algorithms", ("lax", "fft", "lax"),
-     "'fft' in segmentor.stack_conv_algorithms=.*valid options per stage: .*taps"),
 ])
 def test_bad_values(tiny_config, key, value, message):
     section, _, name = key.rpartition(".")
     (tiny_config[section] if section else tiny_config)[name] = value
     with pytest.raises(ValueError, match=message):
-        validate_config(tiny_config)
-
-
-def test_stack_conv_algorithms_need_one_entry_per_stage(tiny_config):
-    tiny_config.segmentor.name = "multiscale"
-    tiny_config.segmentor.stack_conv_algorithms = ("lax", "taps")
-    with pytest.raises(ValueError, match=r"one entry per stage of segmentor.widths=\(16, 64, 256\)"):
         validate_config(tiny_config)
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from advseg_jax.models import dilated
 from advseg_jax.models import exact_taps
-from advseg_jax.models import multiscale
 
 NHWC = exact_taps.NHWC_HWIO
 
@@ -145,34 +144,6 @@ def test_dilated8_automatic_matches_lax_values_and_every_gradient():
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got_grads),
                             jax.tree.leaves(want_grads)):
         assert _relative_error(a, b) < 1e-4, jax.tree_util.keystr(path)
-
-
-def test_multiscale_stack_by_taps_matches_lax_values_and_every_gradient():
-    """Stanford's segmentor with its last stage by taps (the per-stage setting), on all three
-    pyramid levels, against lax everywhere; and the default lowers to lax convolutions only."""
-    rng = np.random.default_rng(1)
-    images = jnp.asarray(rng.uniform(0, 255, (2, 32, 48, 3)), jnp.float32)
-    models = {algorithms: multiscale.MultiscaleNet(num_classes=5, widths=(4, 8, 16),
-                                                   kernel_size=5, conv_algorithms=algorithms)
-              for algorithms in ((), ("lax", "lax", "taps"), ("taps", "taps", "taps"))}
-    params = jax.jit(models[()].init)(jax.random.key(0), images)["params"]
-    weights = jnp.asarray(rng.normal(size=(2, 8, 12, 5)), jnp.float32)
-
-    def loss(params, algorithms):
-        return jnp.sum(models[algorithms].apply({"params": params}, images) * weights)
-
-    want, want_grads = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, ())
-    for algorithms in models:
-        got, got_grads = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, algorithms)
-        assert _relative_error(got, want) < 1e-4, algorithms
-        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got_grads),
-                                jax.tree.leaves(want_grads)):
-            assert _relative_error(a, b) < 1e-4, (algorithms, jax.tree_util.keystr(path))
-    default_ops = jax.jit(loss, static_argnums=1).lower(params, ()).as_text()
-    by_taps_ops = jax.jit(loss, static_argnums=1).lower(params, ("lax", "lax", "taps")).as_text()
-    assert "dynamic_update_slice" not in default_ops
-    assert default_ops.count("stablehlo.convolution") == 3 * 3 + 1  # 3 stages x 3 levels + 1x1.
-    assert by_taps_ops.count("stablehlo.convolution") == 2 * 3 + 1
 
 
 def _padded_sum_taps(lhs, rhs, dilation):

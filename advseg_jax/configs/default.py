@@ -115,10 +115,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.segmentor.kernel_size = 7  # multiscale (Farabet et al. 2013).
     config.segmentor.activation = "tanh"  # multiscale: "tanh" | "relu" (Farabet et al.: tanh).
     config.segmentor.num_scales = 3  # multiscale: pyramid levels 1, 1/2, 1/4 (Farabet et al.).
-    # multiscale: how each stage's convolution computes (`conv_algorithm`'s options), the same
-    # function either way. "lax" everywhere is the default; ("lax", "lax", "taps") was faster on
-    # an Intel Xeon host and is measured per CPU in README "Speed on CPU".
-    config.segmentor.stack_conv_algorithms = ("lax", "lax", "lax")
 
     config.adversary = ml_collections.ConfigDict()
     config.adversary.name = "stanford"  # The paper's two-branch adversary.

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from advseg_jax.models import exact_taps
 from advseg_jax.models import registry
 
 # Farabet et al.: widths 16/64/256, 7x7 filters, tanh, 2x2 max-pools after the first two stages
@@ -43,17 +42,13 @@ class _Stack(nn.Module):
     kernel_size: int
     activation: str
     dtype: Any = jnp.float32
-    conv_algorithms: Sequence[str] = ()  # Per stage, `exact_taps.SETTINGS`; () = all "lax".
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         act = _ACTIVATIONS[self.activation]
-        algorithms = tuple(self.conv_algorithms) or ("lax",) * len(self.widths)
-        for i, (width, algorithm) in enumerate(zip(self.widths, algorithms), start=1):
+        for i, width in enumerate(self.widths, start=1):
             x = nn.Conv(width, (self.kernel_size, self.kernel_size), padding="SAME",
-                        dtype=self.dtype,
-                        conv_general_dilated=exact_taps.conv_general_dilated(algorithm),
-                        name=f"conv{i}")(x)
+                        dtype=self.dtype, name=f"conv{i}")(x)
             if i < len(self.widths):
                 x = nn.max_pool(act(x), (2, 2), strides=(2, 2))
         return x
@@ -68,9 +63,6 @@ class MultiscaleNet(nn.Module):
     activation: str = "tanh"
     num_scales: int = FARABET_SCALES
     dtype: Any = jnp.float32
-    # How each stage's convolution computes: the same function either way, a speed choice per
-    # CPU (README, "Speed on CPU": by taps, conv3 ran faster on one Xeon, conv1-2 far slower).
-    conv_algorithms: Sequence[str] = ()
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -82,11 +74,8 @@ class MultiscaleNet(nn.Module):
         mean = jnp.mean(x, axis=(1, 2), keepdims=True)
         std = jnp.std(x, axis=(1, 2), keepdims=True)
         x = (x - mean) / (std + _STD_EPS)
-        if self.conv_algorithms and len(self.conv_algorithms) != len(self.widths):
-            raise ValueError(f"segmentor.stack_conv_algorithms={tuple(self.conv_algorithms)} "
-                             f"needs one entry per stage of widths={tuple(self.widths)}.")
         stack = _Stack(tuple(self.widths), self.kernel_size, self.activation, dtype=self.dtype,
-                       conv_algorithms=tuple(self.conv_algorithms), name="stack")
+                       name="stack")
         n, h, w, c = x.shape
         features = []
         for level in range(self.num_scales):
@@ -109,5 +98,4 @@ def _multiscale(config: ml_collections.ConfigDict) -> nn.Module:
     return MultiscaleNet(num_classes=config.num_classes, widths=tuple(seg.widths),
                          kernel_size=seg.kernel_size, activation=seg.activation,
                          num_scales=seg.num_scales,
-                         conv_algorithms=tuple(seg.stack_conv_algorithms),
                          dtype=jnp.dtype(config.dtype))
