@@ -36,6 +36,28 @@ class RestoreError(ValueError):
     """A checkpoint this config cannot resume (the message says what differs, what to do)."""
 
 
+class CheckpointAPIError(RestoreError):
+    """Reading a checkpoint failed in the code, not in its files: nothing is set aside (a
+    `RestoreError`, so the CLIs print it without a traceback)."""
+
+
+# Errors of the reading code (another orbax version's API, a missing module, a bug), not of
+# the files: setting checkpoints aside for these would discard an intact run. Everything else
+# (OSError, ValueError, JSON and TensorStore errors about missing, truncated or corrupt files)
+# counts as damage.
+API_ERRORS = (TypeError, AttributeError, ImportError, NotImplementedError, NameError)
+
+
+def _api_error(step: int, what: str, error: Exception) -> CheckpointAPIError:
+    first_line = (str(error).strip().splitlines() or [""])[0][:_MAX_REASON_CHARS]
+    return CheckpointAPIError(
+        f"Reading checkpoint step {step}'s {what} failed with {type(error).__name__}: "
+        f"{first_line} (orbax-checkpoint {ocp.__version__}, jax {jax.__version__}). This is an "
+        "error of the code, not of the checkpoint's files, so no checkpoint was moved. Install "
+        "the orbax-checkpoint version of constraints.txt (pip install -c constraints.txt "
+        "orbax-checkpoint), or report the error with these versions.")
+
+
 @dataclasses.dataclass
 class KeepRecordedBest:
     """Orbax preservation policy: keeps the step that the workdir's best_checkpoint.json names.
@@ -138,11 +160,16 @@ def leaf_shapes(tree) -> Dict[str, Tuple[int, ...]]:
 
 
 def saved_shapes(checkpoints: ocp.CheckpointManager, step: int) -> Dict[str, Tuple[int, ...]]:
-    """Leaf shapes recorded in checkpoint `step` without reading its arrays; {} if unreadable."""
+    """Leaf shapes recorded in checkpoint `step` without reading its arrays; {} if unreadable.
+
+    Raises CheckpointAPIError for an error of the code (API_ERRORS), which is not damage.
+    """
     path = os.path.join(str(checkpoints.directory), str(step), "default")
     try:
         tree = ocp.StandardCheckpointer().metadata(path).item_metadata
         return leaf_shapes(tree) if tree is not None else {}
+    except API_ERRORS as error:
+        raise _api_error(step, "metadata", error) from error
     except Exception:  # A damaged checkpoint's metadata fails in many ways; all mean "damaged".
         return {}
 
@@ -229,7 +256,9 @@ def restore_or_fall_back(checkpoints: ocp.CheckpointManager, state, workdir: str
 
     Damaged (unreadable metadata or arrays) checkpoints are moved, newest first, to
     `workdir/checkpoints_damaged/` with a warning, until one restores. A checkpoint of another
-    model is not damage: it raises `RestoreError` and nothing is moved. If every checkpoint
+    model is not damage: it raises `RestoreError` and nothing is moved; nor is an error of the
+    reading code (`API_ERRORS`, e.g. another orbax version): `CheckpointAPIError`, nothing
+    moved. If every checkpoint
     was damaged, raises `RestoreError` after setting them all aside (a rerun starts afresh).
     """
     set_aside = []
@@ -245,6 +274,8 @@ def restore_or_fall_back(checkpoints: ocp.CheckpointManager, state, workdir: str
                 restored = checkpoints.restore(step, args=ocp.args.StandardRestore(
                     _abstract(state)))
                 reason = None
+            except API_ERRORS as error:
+                raise _api_error(step, "arrays", error) from error
             except Exception as error:  # Orbax/TensorStore raise assorted types for bad files.
                 reason = str(error).strip().splitlines()[0][:_MAX_REASON_CHARS]
         if _all_processes(reason is None):

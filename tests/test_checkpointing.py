@@ -88,7 +88,11 @@ def test_shape_mismatch_is_none_for_equal_trees():
     assert len(shapes) > 10 and checkpointing.shape_mismatch(shapes, dict(shapes)) is None
 
 
-@pytest.mark.parametrize("damage", [_truncate_arrays, _delete_metadata])
+def _corrupt_metadata(step_dir):
+    (pathlib.Path(step_dir) / "default" / "_METADATA").write_text("{not json")
+
+
+@pytest.mark.parametrize("damage", [_truncate_arrays, _delete_metadata, _corrupt_metadata])
 def test_damaged_latest_checkpoint_is_set_aside_and_the_previous_restored(tmp_path, caplog,
                                                                           damage):
     config = _config()
@@ -123,3 +127,32 @@ def test_all_checkpoints_damaged_is_refused_after_setting_them_aside(tmp_path):
         checkpointing.restore_or_fall_back(manager, _state(config), str(tmp_path))
     assert sorted(os.listdir(tmp_path / checkpointing.DAMAGED_DIR)) == ["2", "4"]
     assert manager.all_steps() == []
+
+
+def _raise(error):
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
+@pytest.mark.parametrize("where", ["metadata", "arrays"])
+def test_an_api_error_moves_nothing_and_names_the_error_and_orbax_version(tmp_path, monkeypatch,
+                                                                          where):
+    config = _config()
+    manager = _save(tmp_path, config, {2: _state(config), 4: _state(config, 1.0)})
+    files_before = _files(tmp_path / "checkpoints")
+    error = TypeError("restore() got an unexpected keyword argument 'args'")
+    if where == "metadata":
+        monkeypatch.setattr(checkpointing.ocp.StandardCheckpointer, "metadata", _raise(error))
+    else:
+        monkeypatch.setattr(manager, "restore", _raise(error))
+    with pytest.raises(checkpointing.CheckpointAPIError) as raised:
+        checkpointing.restore_or_fall_back(manager, _state(config), str(tmp_path))
+    message = str(raised.value)
+    assert f"step 4's {where} failed with TypeError: restore() got an unexpected keyword" \
+        in message
+    assert f"orbax-checkpoint {checkpointing.ocp.__version__}" in message
+    assert "no checkpoint was moved" in message
+    assert isinstance(raised.value, checkpointing.RestoreError)  # Printed without a trace.
+    assert _files(tmp_path / "checkpoints") == files_before
+    assert manager.all_steps() == [2, 4] and not (tmp_path / checkpointing.DAMAGED_DIR).exists()
