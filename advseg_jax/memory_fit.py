@@ -5,7 +5,11 @@ microbatch count also divides the per-device unlabeled batch, if any)
 whose compiled step's estimated peak, argument + output - aliased + temp bytes from
 `compiled.memory_analysis()`, stays within the device's limit less SAFETY_MARGIN. The limit is
 `config.memory_limit_gb` when set, else `device.memory_stats()["bytes_limit"]` (GPU/TPU), else
-on CPU the host's MemAvailable shared by its local devices. Search: the whole batch in one
+on CPU the host's MemAvailable shared by its local devices; an accelerator that reports no
+`bytes_limit` is refused (MemoryFitError asking for `--config.memory_limit_gb`), never left
+unchecked. Before any compile, a lower bound that needs none (float32 parameters, their
+gradients and the optimizer states, from the state's shapes) is checked: a limit it already
+exceeds is refused in seconds, not after minutes of compiling. Search: the whole batch in one
 microbatch first (the usual case: it is then the program that runs, compiled once); if it does
 not fit, a one-row program (the floor: if even that does not fit, MemoryFitError says so before
 any step), then the largest divisor that a line through those two estimates predicts to fit,
@@ -59,9 +63,11 @@ def _host_available_bytes() -> Optional[int]:
 
 
 def memory_limit(config: ml_collections.ConfigDict) -> Tuple[Optional[float], str]:
-    """(bytes one device may use, where that figure comes from); None if unknown.
+    """(bytes one device may use, where that figure comes from).
 
-    The same on every process (the smallest), so that all compile the same program.
+    The same on every process (the smallest), so that all compile the same program. Without
+    `config.memory_limit_gb`, an accelerator whose `memory_stats()` has no `bytes_limit` (or
+    none at all) raises MemoryFitError: a guess could let the step run out of memory mid-run.
     """
     if config.memory_limit_gb > 0:
         limit, source = config.memory_limit_gb * GB, "config.memory_limit_gb"
@@ -76,11 +82,14 @@ def memory_limit(config: ml_collections.ConfigDict) -> Tuple[Optional[float], st
             source = (f"host MemAvailable ({limit * count / GB:.1f} GB) over {count} local "
                       f"CPU device{'s' if count > 1 else ''}")
         else:
-            limit, source = None, f"unknown: no memory_stats on {device.platform}"
+            raise MemoryFitError(
+                f"Device {device} ({device.platform}) reports no memory limit (memory_stats() "
+                f"= {None if not stats else sorted(stats)}: no 'bytes_limit'), so the microbatch "
+                "cannot be checked against it. Set --config.memory_limit_gb=N (GB one device "
+                "may use, e.g. its memory less what other processes hold), or "
+                "--config.microbatch_size=N to choose the microbatch yourself.")
     if jax.process_count() > 1:
-        value = np.inf if limit is None else limit
-        value = float(np.min(multihost_utils.process_allgather(np.array(value))))
-        limit = None if np.isinf(value) else value
+        limit = float(np.min(multihost_utils.process_allgather(np.array(limit))))
     return limit, source
 
 
@@ -120,6 +129,27 @@ def out_of_memory_message(config: ml_collections.ConfigDict, choice: dict,
             f"step smaller. {_options(config)}")
 
 
+def state_lower_bound_bytes(state) -> int:
+    """Bytes one device needs whatever the microbatch: the state (float32 parameters, optimizer
+    states, step counters) plus one gradient per parameter. Reads only shapes and dtypes, so
+    `state` may be abstract (`jax.eval_shape`) and nothing is compiled or allocated. The state
+    is replicated: each device holds all of it."""
+    def nbytes(tree) -> int:
+        return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(tree))
+
+    players = [player for player in (state.segmentor, state.adversary) if player is not None]
+    return nbytes(state) + sum(nbytes(player.params) for player in players)
+
+
+def lower_bound_message(config: ml_collections.ConfigDict, need: float, limit: float,
+                        source: str) -> str:
+    return (f"The training step does not fit in device memory: the parameters, their gradients "
+            f"and the optimizer states alone need {need / GB:.2f} GB per device (counted from "
+            f"their shapes, before any compile; segmentor {config.segmentor.name!r}), over the "
+            f"{_limit_text(limit, source)}. {_options(config)}")
+
+
 def _microbatch_sizes(rows: int, other_rows) -> list:
     """Sizes m (largest first) that cut `rows` into K = rows / m microbatches such that K also
     divides every other input's rows (the unlabeled batch: each microbatch takes 1/K of it)."""
@@ -139,8 +169,18 @@ def choose(build: Callable[[int], Any], config: ml_collections.ConfigDict, mesh,
     devices = mesh.devices.size
     rows = batch["image"].shape[0] // devices
     other_rows = {leaf.shape[0] // devices for leaf in jax.tree.leaves(batch)}
-    limit, source = memory_limit(config)
+    if config.microbatch_size > 0 and config.memory_limit_gb <= 0:
+        try:  # The size is given; the limit only serves a warning.
+            limit, source = memory_limit(config)
+        except MemoryFitError as error:
+            logging.warning("%s", error)
+            limit, source = None, "unknown: memory_stats() has no bytes_limit"
+    else:
+        limit, source = memory_limit(config)
     budget = np.inf if limit is None else (1 - SAFETY_MARGIN) * limit
+    least = state_lower_bound_bytes(state)
+    if least > budget:
+        raise MemoryFitError(lower_bound_message(config, least, limit, source))
     tried: Dict[str, Optional[float]] = {}
 
     def compile_at(size: int, shapes=batch, label: Optional[str] = None):

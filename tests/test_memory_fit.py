@@ -59,12 +59,17 @@ def test_the_whole_batch_is_kept_when_it_fits(tiny_config):
 
 def test_an_impossible_limit_is_a_short_error_before_any_step(tiny_config):
     step, state, batch = _setup(tiny_config)
-    tiny_config.memory_limit_gb = 1e-6
+    one_row = memory_fit._with_rows(batch, 1)
+    floor = memory_fit.estimated_peak_bytes(step.build(1).lower(state, one_row).compile())
+    least = memory_fit.state_lower_bound_bytes(state)
+    assert floor > least  # The one-row step holds the state, gradients and activations.
+    # Above the compile-free lower bound, under the one-row step: refused after compiling it.
+    tiny_config.memory_limit_gb = (least + floor) / 2 / (1 - memory_fit.SAFETY_MARGIN) / 1e9
     with pytest.raises(memory_fit.MemoryFitError) as error:
         step.compile(state, batch)
     message = str(error.value)
     for part in ("even a microbatch of 1 image per device needs an estimated",
-                 "0.00 GB (config.memory_limit_gb)", "--config.input.crop_size",
+                 "GB (config.memory_limit_gb)", "--config.input.crop_size",
                  "--config.dtype=bfloat16", "more devices"):
         assert part in message, part
     assert int(state.step) == 0  # Nothing ran.
@@ -116,3 +121,82 @@ def test_main_stops_in_seconds_with_the_short_error(data_dir, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(
         tmp_path / "run" / "checkpoints")
     assert time.monotonic() - start < 300
+
+
+def _param_count(params) -> int:
+    return sum(np.asarray(leaf).size for leaf in jax.tree.leaves(params))
+
+
+def test_lower_bound_is_four_float32_copies_of_both_models_parameters(tiny_config):
+    tiny_config.lambda_adv = 0.1  # Both models, each trained with Adam.
+    assert tiny_config.segmentor.optimizer == tiny_config.adversary.optimizer == "adam"
+    state = state_lib.create_train_state(tiny_config, sharding.make_mesh(jax.devices()[:1]))
+    count = _param_count(state.segmentor.params) + _param_count(state.adversary.params)
+    # Parameters, gradients, Adam's first and second moments: 4 float32 copies; the step
+    # counters add a few bytes.
+    expected = count * 4 * 4
+    least = memory_fit.state_lower_bound_bytes(state)
+    assert expected <= least <= expected + 64, (least, expected)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    assert memory_fit.state_lower_bound_bytes(abstract) == least  # Shapes only.
+
+
+def test_a_limit_under_the_lower_bound_is_refused_without_compiling(tiny_config):
+    step, state, batch = _setup(tiny_config)
+    least = memory_fit.state_lower_bound_bytes(state)
+    tiny_config.memory_limit_gb = least / 2 / 1e9
+
+    def no_compile(size):
+        raise AssertionError(f"compiled the step at microbatch {size} before refusing")
+
+    step.build = no_compile
+    with pytest.raises(memory_fit.MemoryFitError) as error:
+        step.compile(state, batch)
+    message = str(error.value)
+    assert "the parameters, their gradients and the optimizer states alone need" in message
+    assert f"{least / 1e9:.2f} GB per device" in message and "--config.dtype" in message
+
+
+class _FakeDevice:
+    def __init__(self, platform, stats):
+        self.platform, self._stats = platform, stats
+
+    def memory_stats(self):
+        return self._stats
+
+    def __str__(self):
+        return f"fake_{self.platform}_0"
+
+
+def _fake_devices(monkeypatch, platform, stats):
+    monkeypatch.setattr(memory_fit.jax, "local_devices", lambda: [_FakeDevice(platform, stats)])
+
+
+def test_the_limit_is_the_devices_bytes_limit(tiny_config, monkeypatch):
+    _fake_devices(monkeypatch, "gpu", {"bytes_limit": 16_000_000_000, "bytes_in_use": 5})
+    limit, source = memory_fit.memory_limit(tiny_config)
+    assert limit == 16e9 and "bytes_limit" in source
+    tiny_config.memory_limit_gb = 2.5  # The config key, when set, wins.
+    assert memory_fit.memory_limit(tiny_config) == (2.5e9, "config.memory_limit_gb")
+
+
+@pytest.mark.parametrize("stats", [None, {"bytes_in_use": 5}])
+def test_an_accelerator_without_bytes_limit_asks_for_the_config_key(tiny_config, monkeypatch,
+                                                                    stats):
+    _fake_devices(monkeypatch, "gpu", stats)
+    with pytest.raises(memory_fit.MemoryFitError, match=r"fake_gpu_0 \(gpu\) reports no memory "
+                       r"limit.*--config.memory_limit_gb=N"):
+        memory_fit.memory_limit(tiny_config)
+    tiny_config.memory_limit_gb = 8.0
+    assert memory_fit.memory_limit(tiny_config) == (8e9, "config.memory_limit_gb")
+
+
+def test_a_cpu_without_bytes_limit_shares_the_hosts_available_memory(tiny_config, monkeypatch):
+    _fake_devices(monkeypatch, "cpu", None)
+    with open("/proc/meminfo") as meminfo:
+        available = next(int(line.split()[1]) * 1024 for line in meminfo
+                         if line.startswith("MemAvailable:"))
+    limit, source = memory_fit.memory_limit(tiny_config)
+    assert source.startswith("host MemAvailable")
+    # MemAvailable moves between the two reads: within 5 %.
+    assert limit == pytest.approx(available / jax.local_device_count(), rel=0.05)
