@@ -216,8 +216,12 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
                          f"{mesh.devices.size} devices.")
     load_before = os.getloadavg()[0]
-    per_device, peak_source = measure_peak(peak_flops)  # First: nothing of ours runs yet.
     variants = benchmark_variants(config)
+    # Seconds, from shapes alone: a limit the state and its gradients exceed is refused before
+    # the peak measurement, the initialisation and the compiles take minutes.
+    memory_fit.check_lower_bound(variants["adversarial"],
+                                 memory_fit.abstract_state(variants["adversarial"]))
+    per_device, peak_source = measure_peak(peak_flops)  # First: nothing of ours runs yet.
     # One initialisation (its RNG compiles slowly on CPU); the baseline gets a copy of the
     # segmentor's state, as each step donates (invalidates) the state it is given.
     full = state_lib.create_train_state(variants["adversarial"], mesh)

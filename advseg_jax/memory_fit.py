@@ -21,6 +21,7 @@ import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -140,6 +141,43 @@ def state_lower_bound_bytes(state) -> int:
 
     players = [player for player in (state.segmentor, state.adversary) if player is not None]
     return nbytes(state) + sum(nbytes(player.params) for player in players)
+
+
+def abstract_state(config: ml_collections.ConfigDict):
+    """The fresh training state's shapes and dtypes (jax.eval_shape): nothing computed or
+    allocated, so callers can check the lower bound before the slow initialisation."""
+    from advseg_jax import state as state_lib  # Here: state_lib is not needed by the step.
+    from flax.training import train_state
+    from advseg_jax import encodings, optim
+    segmentor, adversary = state_lib.build_models(config)
+    crop = tuple(config.input.crop_size)
+    adversary_map = (state_lib.adversary_map_shape(config, segmentor, crop)
+                     if adversary is not None else None)
+
+    def fresh():
+        key = jax.random.key(0)
+        seg = train_state.TrainState.create(
+            apply_fn=segmentor.apply, tx=optim.make_optimizer(config.segmentor, 1),
+            params=segmentor.init(key, jnp.zeros((1, *crop, 3)), train=False)["params"])
+        if adversary is None:
+            return state_lib.AdvSegState(seg, None)
+        channels = encodings.encoded_channels(config.adversary.encoding, config.num_classes)
+        params = adversary.init(key, jnp.zeros((1, *adversary_map, 3)),
+                                jnp.zeros((1, *adversary_map, channels)), train=False)["params"]
+        adv = train_state.TrainState.create(
+            apply_fn=adversary.apply, params=params,
+            tx=optim.make_optimizer(config.adversary, 1))
+        return state_lib.AdvSegState(seg, adv)
+
+    return jax.eval_shape(fresh)
+
+
+def check_lower_bound(config: ml_collections.ConfigDict, state) -> None:
+    """MemoryFitError if `state` (concrete or abstract) plus its gradients exceed the limit."""
+    limit, source = memory_limit(config)
+    least = state_lower_bound_bytes(state)
+    if least > (1 - SAFETY_MARGIN) * limit:
+        raise MemoryFitError(lower_bound_message(config, least, limit, source))
 
 
 def lower_bound_message(config: ml_collections.ConfigDict, need: float, limit: float,

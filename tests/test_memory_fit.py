@@ -139,6 +139,8 @@ def test_lower_bound_is_four_float32_copies_of_both_models_parameters(tiny_confi
     assert expected <= least <= expected + 64, (least, expected)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     assert memory_fit.state_lower_bound_bytes(abstract) == least  # Shapes only.
+    # The benchmark's check before initialising: the same count from jax.eval_shape alone.
+    assert memory_fit.state_lower_bound_bytes(memory_fit.abstract_state(tiny_config)) == least
 
 
 def test_a_limit_under_the_lower_bound_is_refused_without_compiling(tiny_config):
