@@ -11,8 +11,8 @@ Each run is an ordinary training run in DIR/<variant>/seed_<k>, so it resumes fr
 checkpoints when the sweep is restarted, and a finished run (its eval_results.json is at the
 final step) is skipped. `--parallel=N` runs N at once, each pinned to its own N-th of the
 CPUs (docs/_incoming/fold-study.md). Runs are separate processes, not calls into `train`, so
-that a crash or a memory leak in one run cannot take the others down and so that `--dry_run` can hand the
-very same commands to a cluster or a notebook. When all runs are done, `experiments/results.py`
+that a crash or a memory leak in one run cannot take the others down and so that `--dry_run`
+can hand the very same commands to a cluster or a notebook. When all runs are done, `experiments/results.py`
 writes DIR/results.md, DIR/results.json and the plots.
 """
 

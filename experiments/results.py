@@ -175,7 +175,8 @@ def summarize(workdir: str, revision: Optional[str] = None) -> dict:
                "passthrough": [_placeholder(f) for f in (manifest or {}).get("passthrough", [])],
                "dataset": dataset,
                "std": "sample std over seeds (ddof=1)", "variants": rows,
-               "revisions": revisions, "revision": (revisions[0] if len(revisions) == 1 and revisions != ["unrecorded"]
+               "revisions": revisions,
+               "revision": (revisions[0] if len(revisions) == 1 and revisions != ["unrecorded"]
                             else None),
                "differing_config_keys": differing_keys(configs, swept),
                "differing_config_values": {key: key_values(configs, key)
