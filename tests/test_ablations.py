@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from advseg_jax import workdir_io
 from experiments import ablations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,9 +152,12 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
             config = json.load(f)
         assert config["lambda_adv"] == (0.0 if variant == "baseline" else default_lambda)
         assert config["segmentor"]["width"] == 8 and config["data_dir"] == data_dir
+        # main recorded the code it ran, and results.json carries it.
+        assert workdir_io.read_revisions(run_dir) == [workdir_io.code_revision()]
     with open(os.path.join(workdir, "results.json")) as f:
         summary = json.load(f)
     assert summary["sweep"] == "encodings"
+    assert summary["revision"] == workdir_io.code_revision()
     assert [row["variant"] for row in summary["variants"]] == ["baseline", "product"]
     assert all(row["num_seeds"] == 1 and row["mean_iou"]["mean"] is not None
                for row in summary["variants"])
