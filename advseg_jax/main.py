@@ -23,6 +23,7 @@ from advseg_jax import config_checks
 from advseg_jax import distributed
 from advseg_jax import memory_fit
 from advseg_jax import train
+from advseg_jax import workdir_io
 from advseg_jax import workdir_lock
 from advseg_jax.data import folder_files
 
@@ -65,6 +66,7 @@ def main(argv):
         logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
                      jax.__version__, jax.process_index(), jax.process_count(),
                      jax.local_device_count(), jax.device_count(), jax.devices()[0].device_kind)
+        workdir_io.write_revision(_WORKDIR.value)
         train.train_and_evaluate(config, _WORKDIR.value)
     except REFUSALS as error:
         sys.exit(f"{type(error).__name__}: {error}")

@@ -5,6 +5,7 @@
     <workdir>/eval_history.jsonl    every evaluation, one JSON object a line, appended
     <workdir>/best_checkpoint.json  {metric, step, value} of the best evaluated checkpoint
     <workdir>/data_splits.json      the labeled and unlabeled splits and their example ids
+    <workdir>/revision.txt          the git revision of the code of each start, one a line
     <workdir>/checkpoints/<step>/   orbax checkpoints (`checkpointing.py`)
     <workdir>/lock                  pid, host and start of the run holding it (`workdir_lock.py`)
     <sweep>/sweep.json              an ablation sweep's manifest (`experiments/ablations.py`)
@@ -17,6 +18,7 @@ imported: the results scripts read workdirs without loading it.
 import json
 import math
 import os
+import subprocess
 from typing import Any, Dict, Iterable, List, Optional
 
 from absl import logging
@@ -28,6 +30,7 @@ EVAL_RESULTS = "eval_results.json"
 EVAL_HISTORY = "eval_history.jsonl"
 BEST_CHECKPOINT = "best_checkpoint.json"
 DATA_SPLITS = "data_splits.json"
+REVISION = "revision.txt"
 CHECKPOINTS = "checkpoints"
 SWEEP_MANIFEST = "sweep.json"
 LOCK = "lock"
@@ -153,3 +156,39 @@ def write_data_splits(workdir: str, splits: Dict[str, List[str]]) -> None:
 def read_data_splits(workdir: str) -> Optional[dict]:
     path = os.path.join(workdir, DATA_SPLITS)
     return read_json(path) if os.path.exists(path) else None
+
+
+def code_revision() -> str:
+    """The git commit of this `advseg_jax` ("+dirty" with uncommitted edits to tracked files),
+    or "unknown" outside a git checkout (an installed wheel)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                              check=True, timeout=60).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def write_revision(workdir: str) -> None:
+    """Records the code revision this start runs (a line added when it differs from the last):
+    a study that pools runs can then tell which code made each one."""
+    os.makedirs(workdir, exist_ok=True)
+    revision = code_revision()
+    if read_revisions(workdir)[-1:] != [revision]:
+        with open(os.path.join(workdir, REVISION), "a") as f:
+            f.write(revision + "\n")
+
+
+def read_revisions(workdir: str) -> List[str]:
+    """The revisions the run started with, in order; empty for a run that predates them."""
+    path = os.path.join(workdir, REVISION)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]

@@ -2,16 +2,17 @@
 
     python experiments/ablations.py --config=configs/default.py --sweep=encodings \\
         --workdir=/tmp/sweep [--seeds=3] [--steps=500] [--variants=baseline,product] \\
-        [--dry_run] [--config.KEY=VALUE ...]
+        [--parallel=N] [--dry_run] [--config.KEY=VALUE ...]
 
 Installed, the same flags work as the `advseg-ablations` console script (a shipped config can
 be named, e.g. `--config=voc`).
 
 Each run is an ordinary training run in DIR/<variant>/seed_<k>, so it resumes from its own
 checkpoints when the sweep is restarted, and a finished run (its eval_results.json is at the
-final step) is skipped. Runs are separate processes, not calls into `train`, so that a crash
-or a memory leak in one run cannot take the others down and so that `--dry_run` can hand the
-very same commands to a cluster or a notebook. When all runs are done, `experiments/results.py`
+final step) is skipped. `--parallel=N` runs N at once, each pinned to its own N-th of the
+CPUs (docs/_incoming/fold-study.md). Runs are separate processes, not calls into `train`, so
+that a crash or a memory leak in one run cannot take the others down and so that `--dry_run`
+can hand the very same commands to a cluster or a notebook. When all runs are done, `experiments/results.py`
 writes DIR/results.md, DIR/results.json and the plots.
 """
 
@@ -21,6 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 if __package__ in (None, ""):  # Run as a script: make `experiments` and `configs` importable.
@@ -104,6 +106,7 @@ SWEEPS: Dict[str, Dict[str, Dict[str, Any]]] = {
 }
 
 _CONFIG_PREFIX = "--config."
+_POLL_SECONDS = 0.5  # How often a sweep checks whether a run has ended.
 _OVERRIDE = re.compile(r"^(-{1,2})(no)?config\.")
 
 
@@ -241,48 +244,100 @@ def _final_step(run: Run, num_train_steps: Optional[int]) -> Optional[int]:
     return own[-1] if own else num_train_steps
 
 
-def execute(runs: Sequence[Run], num_train_steps: Optional[int] = None) -> List[Run]:
-    """Runs each unfinished run in turn (logs in <run>/run.log); returns the failed ones.
+def cpu_shares(parallel: int, cpus: Optional[Sequence[int]] = None) -> List[List[int]]:
+    """`parallel` disjoint, equal-as-possible slices of this process's CPUs, one per slot.
 
+    A run pinned to its own share (and XLA and tf.data size their thread pools by the CPUs a
+    process may use) does not fight the other runs for cores.
+    """
+    cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
+    if parallel < 1 or parallel > len(cpus):
+        raise ValueError(f"--parallel={parallel} must be between 1 and the {len(cpus)} CPUs "
+                         f"this process may use ({cpus}).")
+    size, extra = divmod(len(cpus), parallel)
+    shares, start = [], 0
+    for slot in range(parallel):
+        end = start + size + (slot < extra)
+        shares.append(cpus[start:end])
+        start = end
+    return shares
+
+
+def _launch(run: Run, log, cpus: Optional[Sequence[int]]) -> subprocess.Popen:
+    """Starts `run` writing to `log`, pinned to `cpus` (None: unpinned, today's behaviour)."""
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+    return subprocess.Popen([sys.executable, *run.argv], stdout=log, stderr=subprocess.STDOUT,
+                            env=_subprocess_env(), preexec_fn=pin)
+
+
+def _report(run: Run, name: str, code: int, log_path: str,
+            num_train_steps: Optional[int]) -> bool:
+    """Logs how `run` ended; True if it failed (or stopped before its final step)."""
+    if code == 0 and not is_finished(run.workdir, _final_step(run, num_train_steps)):
+        # main exits 0 after checkpointing on SIGTERM (preemption): resumable, not done.
+        logging.error("%s stopped before its final step; re-run the sweep to resume it.", name)
+        return True
+    if code != 0:
+        with open(log_path) as log:
+            tail = log.read()[-2000:]
+        logging.error("%s failed with exit code %d; end of %s:\n%s", name, code, log_path, tail)
+        return True
+    logging.info("%s: finished.", name)
+    return False
+
+
+def execute(runs: Sequence[Run], num_train_steps: Optional[int] = None,
+            parallel: int = 1) -> List[Run]:
+    """Runs the unfinished runs, `parallel` at a time in sweep order (logs in <run>/run.log);
+    returns the failed ones.
+
+    With `parallel` > 1 each slot is pinned to its own share of the CPUs (`cpu_shares`).
     A failing or interrupted run does not stop the sweep: the others still give a (partial)
     table.
     """
-    failed = []
+    shares = cpu_shares(parallel) if parallel > 1 else [None]
+    pending = []
     for i, run in enumerate(runs, 1):
         name = f"[{i}/{len(runs)}] {run.variant} seed {run.seed}"
         if is_finished(run.workdir, _final_step(run, num_train_steps)):
             logging.info("%s: finished earlier, skipped.", name)
-            continue
-        os.makedirs(run.workdir, exist_ok=True)
-        log_path = os.path.join(run.workdir, "run.log")
-        logging.info("%s: %s (log: %s)", name, command_line(run), log_path)
-        with open(log_path, "a") as log:
-            code = subprocess.call([sys.executable, *run.argv], stdout=log,
-                                   stderr=subprocess.STDOUT, env=_subprocess_env())
-        if code == 0 and not is_finished(run.workdir, _final_step(run, num_train_steps)):
-            # main exits 0 after checkpointing on SIGTERM (preemption): resumable, not done.
-            logging.error("%s stopped before its final step; re-run the sweep to resume it.",
-                          name)
-            failed.append(run)
-        elif code != 0:
-            with open(log_path) as log:
-                tail = log.read()[-2000:]
-            logging.error("%s failed with exit code %d; end of %s:\n%s", name, code, log_path,
-                          tail)
-            failed.append(run)
-    return failed
+        else:
+            pending.append((name, run))
+    failed, running = [], {}  # Slot → (name, run, log file, process).
+    while pending or running:
+        for slot in [s for s in range(len(shares)) if s not in running][:len(pending)]:
+            name, run = pending.pop(0)
+            os.makedirs(run.workdir, exist_ok=True)
+            log_path = os.path.join(run.workdir, "run.log")
+            where = "" if shares[slot] is None else f" on CPUs {shares[slot]}"
+            logging.info("%s: %s (log: %s)%s", name, command_line(run), log_path, where)
+            log = open(log_path, "a")
+            running[slot] = (name, run, log, _launch(run, log, shares[slot]))
+        done = [s for s, entry in running.items() if entry[3].poll() is not None]
+        if not done:
+            time.sleep(_POLL_SECONDS)
+        for slot in done:
+            name, run, log, process = running.pop(slot)
+            log.close()
+            if _report(run, name, process.returncode, log.name, num_train_steps):
+                failed.append(run)
+    return sorted(failed, key=runs.index)
 
 
 def run_sweep(config_path: str, sweep: str, workdir: str, seeds: int = 1,
               steps: Optional[int] = None, passthrough: Sequence[str] = (),
               variants: Optional[Sequence[str]] = None, dry_run: bool = False,
-              num_train_steps: Optional[int] = None) -> List[Run]:
+              num_train_steps: Optional[int] = None, parallel: int = 1) -> List[Run]:
     """Runs (or, with `dry_run`, prints) the sweep, then aggregates it; returns failed runs.
+
+    `parallel`: runs at once, each pinned to its own share of the CPUs (`execute`).
 
     `num_train_steps`: the final step the runs must reach to count as finished (the config's,
     after overrides); by default each run's own config.json decides.
     """
     runs = build_runs(config_path, sweep, workdir, seeds, steps, passthrough, variants)
+    if parallel > 1:
+        cpu_shares(parallel)  # A bad --parallel fails before anything is written.
     expected = steps if steps is not None else num_train_steps
     if dry_run:
         pending = [run for run in runs
@@ -293,7 +348,7 @@ def run_sweep(config_path: str, sweep: str, workdir: str, seeds: int = 1,
             print(f"# {len(runs) - len(pending)} finished runs not listed.", file=sys.stderr)
         return []
     write_manifest(workdir, config_path, sweep, runs, passthrough)
-    failed = execute(runs, expected)
+    failed = execute(runs, expected, parallel)
     results.write_results(workdir)
     return failed
 
@@ -306,6 +361,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("steps", None, "num_train_steps of every run (default: the config's).")
     flags.DEFINE_list("variants", None, "Only these variants of the sweep (default: all).")
     flags.DEFINE_boolean("dry_run", False, "Print the commands instead of running them.")
+    flags.DEFINE_integer("parallel", 1, "Runs at once, each pinned to its own share of the "
+                         "CPUs (1: one run at a time on all of them).")
     config_flags.DEFINE_config_file("config", None, "Base training config, e.g. configs/voc.py.")
     flags.mark_flags_as_required(["sweep", "workdir", "config"])
 
@@ -320,7 +377,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         failed = run_sweep(config_path, FLAGS.sweep, FLAGS.workdir, FLAGS.seeds, FLAGS.steps,
                            split_passthrough(sys.argv[1:]), FLAGS.variants, FLAGS.dry_run,
-                           num_train_steps=config.num_train_steps)
+                           num_train_steps=config.num_train_steps, parallel=FLAGS.parallel)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     if failed:

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 import matplotlib
 
 matplotlib.use("Agg")
@@ -118,10 +119,30 @@ def key_values(configs: Sequence[dict], key: str) -> Dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def summarize(workdir: str) -> dict:
-    """The content of results.json: one entry per variant with per-metric mean/std over seeds."""
+def run_revisions(run_dirs: Sequence[str], revision: Optional[str] = None) -> List[str]:
+    """The code revisions the runs used: each run's revision.txt, else `revision` (for runs that
+    predate the file), else "unrecorded". Warns when the runs do not all share one revision:
+    runs of different code may not be pooled as if only the swept key differed."""
+    found = set()
+    for run_dir in run_dirs:
+        own = workdir_io.read_revisions(run_dir)
+        if own and revision and own != [revision]:
+            logging.warning("%s ran %s, not --revision=%s: keeping its own record.", run_dir,
+                            own, revision)
+        found.update(own or [revision or "unrecorded"])
+    if len(found) > 1:
+        logging.warning("The runs used %d code revisions: %s. Check they give the same results "
+                        "(or re-run on one) before pooling them.", len(found), sorted(found))
+    return sorted(found)
+
+
+def summarize(workdir: str, revision: Optional[str] = None) -> dict:
+    """The content of results.json: one entry per variant with per-metric mean/std over seeds.
+
+    `revision`: the code revision of runs whose workdir has no revision.txt (older runs).
+    """
     manifest = workdir_io.read_manifest(workdir)
-    rows, dataset, configs = [], None, []
+    rows, dataset, configs, run_dirs = [], None, [], []
     for variant in _variant_order(workdir, manifest):
         seed_dirs = sorted((int(m.group(1)), path)
                            for path in glob.glob(os.path.join(workdir, variant, "seed_*"))
@@ -133,6 +154,7 @@ def summarize(workdir: str) -> dict:
                "seeds": [seed for seed, _ in finished], "num_seeds": len(finished),
                "unfinished_seeds": [seed for seed, run in runs if run is None]}
         configs += [run["config"] for _, run in finished]
+        run_dirs += [run["dir"] for _, run in finished]
         if finished:
             config = finished[0][1]["config"]
             dataset = dataset or config.get("dataset")
@@ -146,12 +168,16 @@ def summarize(workdir: str) -> dict:
         rows.append(row)
     swept = [key for overrides in (manifest or {}).get("variants", {}).values()
              for key in overrides]
+    revisions = run_revisions(run_dirs, revision)
     # The directory's name, not its path: results.json gets copied and committed.
     summary = {"name": os.path.basename(os.path.abspath(workdir)),
                "sweep": (manifest or {}).get("sweep"), "config": (manifest or {}).get("config"),
                "passthrough": [_placeholder(f) for f in (manifest or {}).get("passthrough", [])],
                "dataset": dataset,
                "std": "sample std over seeds (ddof=1)", "variants": rows,
+               "revisions": revisions,
+               "revision": (revisions[0] if len(revisions) == 1 and revisions != ["unrecorded"]
+                            else None),
                "differing_config_keys": differing_keys(configs, swept),
                "differing_config_values": {key: key_values(configs, key)
                                            for key in differing_keys(configs, swept)},
@@ -283,6 +309,9 @@ def markdown(summary: dict) -> str:
     steps = sorted({row["steps"] for row in summary["variants"] if row.get("steps")})
     if steps:
         lines += ["", f"Training steps per run: {', '.join(map(str, steps))}."]
+    if summary.get("revisions"):
+        lines += ["", "Code revision" + ("s (the runs differ)" if len(summary["revisions"]) > 1
+                                         else "") + ": " + ", ".join(summary["revisions"]) + "."]
     if any(row["paper"] for row in summary["variants"]):
         lines += ["", "Paper: Luc et al. 2016, read from Fig. 4 (per-class accuracy on the "
                   "validation images at ~epoch 1000, ±0.5; full resolution, their λ and "
@@ -503,10 +532,10 @@ def plot_eval_curves(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
-def write_results(workdir: str) -> dict:
+def write_results(workdir: str, revision: Optional[str] = None) -> dict:
     """Writes results.json, results.md, <sweep>_miou.png, class_accuracy.png and
-    eval_curves.png into `workdir`."""
-    summary = summarize(workdir)
+    eval_curves.png into `workdir` (`revision`: see `summarize`)."""
+    summary = summarize(workdir, revision)
     verdict_path = os.path.join(workdir, VERDICT)
     if os.path.exists(verdict_path):
         with open(verdict_path) as f:
@@ -525,7 +554,7 @@ def write_results(workdir: str) -> dict:
 # What a committed sweep keeps of each run: enough to re-aggregate and to check a re-run
 # (and, for a semi-supervised run, which examples were labeled).
 RUN_FILES = (workdir_io.CONFIG, workdir_io.EVAL_HISTORY, workdir_io.EVAL_RESULTS,
-             workdir_io.DATA_SPLITS)
+             workdir_io.DATA_SPLITS, workdir_io.REVISION)
 
 
 def export(workdir: str, destination: str) -> None:
@@ -549,7 +578,7 @@ def main(argv: Sequence[str]) -> None:
     if flags.FLAGS.export_dir:
         export(workdir, flags.FLAGS.export_dir)
         workdir = flags.FLAGS.export_dir
-    summary = write_results(workdir)
+    summary = write_results(workdir, flags.FLAGS.revision)
     sys.stdout.write(markdown(summary))
 
 
@@ -558,6 +587,8 @@ def run() -> None:
     flags.DEFINE_string("workdir", None, "Sweep directory holding <variant>/seed_<k> runs.")
     flags.DEFINE_string("export_dir", None, "If set, copy the sweep there without checkpoints, "
                         "events or logs (e.g. experiments/results/NAME) and write results there.")
+    flags.DEFINE_string("revision", None, "Git revision of the code that made runs without a "
+                        "revision.txt (runs that predate it), recorded in results.json.")
     flags.mark_flags_as_required(["workdir"])
     cli.run(main, __name__)
 

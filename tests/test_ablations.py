@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from advseg_jax import workdir_io
 from experiments import ablations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +35,16 @@ def fake_run(run_dir, final_step, eval_step):
     if eval_step is not None:
         with open(os.path.join(run_dir, "eval_results.json"), "w") as f:
             json.dump({"step": eval_step, "mean_iou": 0.5}, f)
+
+
+class FakeProcess:
+    """A launched run that has already exited with `code`."""
+
+    def __init__(self, code):
+        self.returncode = code
+
+    def poll(self):
+        return self.returncode
 
 
 def test_dry_run_prints_one_command_per_variant_and_seed(tmp_path):
@@ -113,7 +124,8 @@ def test_finished_runs_are_skipped(tmp_path, monkeypatch):
     assert not ablations.is_finished(os.path.join(workdir, "nowhere"))
 
     calls = []
-    monkeypatch.setattr(ablations.subprocess, "call", lambda argv, **_: calls.append(argv) or 0)
+    monkeypatch.setattr(ablations, "_launch", lambda run, log, cpus: calls.append(run.argv) or
+                        FakeProcess(0))
     runs = ablations.build_runs("configs/default.py", "loss_form", workdir, seeds=2)
     # The fake runs exit 0 without finishing (as main does on SIGTERM): reported, not done.
     assert len(ablations.execute(runs, num_train_steps=5)) == 3
@@ -140,9 +152,12 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
             config = json.load(f)
         assert config["lambda_adv"] == (0.0 if variant == "baseline" else default_lambda)
         assert config["segmentor"]["width"] == 8 and config["data_dir"] == data_dir
+        # main recorded the code it ran, and results.json carries it.
+        assert workdir_io.read_revisions(run_dir) == [workdir_io.code_revision()]
     with open(os.path.join(workdir, "results.json")) as f:
         summary = json.load(f)
     assert summary["sweep"] == "encodings"
+    assert summary["revision"] == workdir_io.code_revision()
     assert [row["variant"] for row in summary["variants"]] == ["baseline", "product"]
     assert all(row["num_seeds"] == 1 and row["mean_iou"]["mean"] is not None
                for row in summary["variants"])
@@ -192,5 +207,79 @@ def test_a_variant_that_sets_its_own_length_counts_as_finished(tmp_path, monkeyp
                                 variants=["lambda_0"])
     fake_run(runs[0].workdir, final_step=1718, eval_step=1718)
     calls = []
-    monkeypatch.setattr(ablations.subprocess, "call", lambda argv, **_: calls.append(argv) or 0)
+    monkeypatch.setattr(ablations, "_launch", lambda run, log, cpus: calls.append(run.argv) or
+                        FakeProcess(0))
     assert ablations.execute(runs, num_train_steps=5720) == [] and calls == []
+
+
+# A stand-in for `advseg_jax.main`: records its CPUs and when it ran, then finishes its run
+# (config.json, then eval_results.json at the final step) or fails.
+_CHILD = """
+import json, os, sys, time
+run_dir, fail = sys.argv[1], sys.argv[2] == "fail"
+os.makedirs(run_dir, exist_ok=True)
+start = time.time()
+time.sleep(1.0)
+json.dump({"cpus": sorted(os.sched_getaffinity(0)), "start": start, "end": time.time()},
+          open(os.path.join(run_dir, "trace.json"), "w"))
+if fail:
+    sys.exit("boom: this run fails")
+json.dump({"num_train_steps": 5}, open(os.path.join(run_dir, "config.json"), "w"))
+json.dump({"step": 5}, open(os.path.join(run_dir, "eval_results.json"), "w"))
+"""
+
+
+def child_runs(workdir, count, failing=()):
+    return [ablations.Run("v", seed, os.path.join(workdir, f"seed_{seed}"),
+                          ["-c", _CHILD, os.path.join(workdir, f"seed_{seed}"),
+                           "fail" if seed in failing else "ok"]) for seed in range(count)]
+
+
+def read_trace(run):
+    with open(os.path.join(run.workdir, "trace.json")) as f:
+        return json.load(f)
+
+
+def test_cpu_shares_are_disjoint_and_cover_the_cpus():
+    assert ablations.cpu_shares(2, [0, 1, 2, 3, 4]) == [[0, 1, 2], [3, 4]]
+    assert ablations.cpu_shares(3, [5, 1, 9]) == [[1], [5], [9]]
+    with pytest.raises(ValueError, match=r"--parallel=3 .* 2 CPUs"):
+        ablations.cpu_shares(3, [0, 1])
+    with pytest.raises(ValueError, match="--parallel=0"):
+        ablations.cpu_shares(0, [0, 1])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin 2 runs")
+def test_parallel_runs_overlap_on_disjoint_cpus_and_failures_are_reported(tmp_path):
+    runs = child_runs(str(tmp_path), 4, failing={2})
+    failed = ablations.execute(runs, parallel=2)
+    assert failed == [runs[2]]
+    traces = [read_trace(run) for run in runs]
+    shares = ablations.cpu_shares(2)
+    for trace in traces:
+        assert trace["cpus"] in shares  # Each run pinned to one slot's share, not all CPUs.
+    # Runs 0 and 1 start together (one per slot), on different shares, and overlap in time.
+    assert traces[0]["cpus"] != traces[1]["cpus"]
+    assert traces[1]["start"] < traces[0]["end"] and traces[0]["start"] < traces[1]["end"]
+    # Never more than two at once: at any run's start, at most one other is running.
+    for trace in traces:
+        others = [t for t in traces if t is not trace and t["start"] <= trace["start"] < t["end"]]
+        assert len(others) <= 1
+        assert all(other["cpus"] != trace["cpus"] for other in others)
+    assert all(ablations.is_finished(run.workdir) for i, run in enumerate(runs) if i != 2)
+    with open(os.path.join(runs[2].workdir, "run.log")) as f:
+        assert "boom: this run fails" in f.read()
+
+    # A second pass skips the three finished runs and re-runs only the failed one.
+    mtimes = [os.path.getmtime(os.path.join(run.workdir, "trace.json")) for run in runs]
+    assert ablations.execute(runs, parallel=2) == [runs[2]]
+    after = [os.path.getmtime(os.path.join(run.workdir, "trace.json")) for run in runs]
+    assert [a == b for a, b in zip(mtimes, after)] == [True, True, False, True]
+
+
+def test_parallel_one_runs_in_turn_unpinned(tmp_path):
+    runs = child_runs(str(tmp_path), 2)
+    assert ablations.execute(runs) == []
+    first, second = (read_trace(run) for run in runs)
+    assert first["end"] <= second["start"]
+    assert first["cpus"] == second["cpus"] == sorted(os.sched_getaffinity(0))

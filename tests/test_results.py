@@ -236,7 +236,7 @@ def test_export_keeps_only_what_a_committed_sweep_needs(fig4_dir, tmp_path):
     kept = sorted(os.path.relpath(os.path.join(d, f), destination)
                   for d, _, files in os.walk(destination) for f in files)
     runs = [f"{v}/seed_{k}/{name}" for v in FIG4 for k in range(2) for name in results.RUN_FILES
-            if name != workdir_io.DATA_SPLITS]
+            if name not in (workdir_io.DATA_SPLITS, workdir_io.REVISION)]
     assert kept == sorted(runs + ["sweep.json", "verdict.md",
                                   f"classical/seed_0/{workdir_io.DATA_SPLITS}"])
     shutil.rmtree(unfinished)  # Left out of the export, so out of the comparison too.
@@ -252,3 +252,20 @@ def test_per_class_table_is_labelled_with_class_names(sweep_dir):
     assert lines[header + 2] == f"| baseline | {expected} | — |"  # digit_0 never occurs: null.
     row = next(r for r in summary["variants"] if r["variant"] == "product")
     assert list(row["per_class_iou"]) == ["background", "digit_0"]
+
+
+def test_revisions_come_from_the_runs_or_the_flag_and_differences_warn(sweep_dir, caplog):
+    summary = results.summarize(sweep_dir)
+    assert summary["revisions"] == ["unrecorded"] and summary["revision"] is None
+    summary = results.summarize(sweep_dir, revision="7b43d2c")  # Runs that predate the file.
+    assert summary["revisions"] == ["7b43d2c"] and summary["revision"] == "7b43d2c"
+    with open(os.path.join(sweep_dir, "product", "seed_0", workdir_io.REVISION), "w") as f:
+        f.write("f00d\n")
+    with caplog.at_level(logging.WARNING):
+        summary = results.write_results(sweep_dir, revision="7b43d2c")
+    assert summary["revisions"] == ["7b43d2c", "f00d"] and summary["revision"] is None
+    assert any("2 code revisions" in r.getMessage() for r in caplog.records)
+    with open(os.path.join(sweep_dir, "results.json")) as f:
+        assert json.load(f)["revisions"] == ["7b43d2c", "f00d"]
+    with open(os.path.join(sweep_dir, "results.md")) as f:
+        assert "Code revisions (the runs differ): 7b43d2c, f00d." in f.read()

@@ -37,3 +37,20 @@ def test_config_is_none_before_the_first_run_and_written_atomically(tmp_path):
     workdir_io.write_config(str(tmp_path), '{"seed": 3}')
     assert workdir_io.read_config(str(tmp_path)) == {"seed": 3}
     assert os.listdir(tmp_path) == [workdir_io.CONFIG]
+
+
+def test_revision_is_this_checkouts_commit_and_a_new_line_only_when_it_changes(tmp_path,
+                                                                              monkeypatch):
+    import subprocess
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert workdir_io.code_revision().split("+")[0] == head
+    run_dir = str(tmp_path / "run")  # Not there yet: main records before train creates it.
+    assert workdir_io.read_revisions(run_dir) == []
+    workdir_io.write_revision(run_dir)
+    workdir_io.write_revision(run_dir)  # A resume with the same code adds nothing.
+    assert workdir_io.read_revisions(run_dir) == [workdir_io.code_revision()]
+    monkeypatch.setattr(workdir_io, "code_revision", lambda: "abc123")
+    workdir_io.write_revision(run_dir)  # Resumed with other code: both are on record.
+    assert workdir_io.read_revisions(run_dir)[1:] == ["abc123"]
