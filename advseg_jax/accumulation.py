@@ -14,6 +14,8 @@ How the microbatches are run:
     it there; so microbatch i+1's slice *starts at an offset computed from microbatch i's
     results* (always 0, which XLA cannot prove), a data dependency that orders them.
   * Elsewhere (GPU/TPU), `lax.scan`: one compiled body, so compile time does not grow with K.
+  `config.accumulation_loop` ("scan" / "unrolled") overrides the choice, e.g. to test the
+  GPU/TPU path on CPU.
 
 Dropout: `row_keys` gives every example its own key, folded from the step's key and the row's
 *global* index, and `apply_per_example` applies a stochastic model one example per key (vmap).
@@ -28,13 +30,26 @@ import jax.numpy as jnp
 from jax import lax
 
 from advseg_jax import ordering
+from advseg_jax import platforms
 
 PyTree = Any
 
 
-def unrolled_on(platform: Optional[str] = None) -> bool:
-    """Whether microbatches run Python-unrolled (CPU) rather than as a `lax.scan`."""
-    return (platform or jax.default_backend()) == "cpu"
+LOOPS = ("auto", "scan", "unrolled")
+
+
+def unrolled_on(platform: Optional[str] = None, loop: str = "auto") -> bool:
+    """Whether microbatches run Python-unrolled rather than as a `lax.scan`.
+
+    `loop` is config.accumulation_loop: "auto" unrolls on CPU only (`platform`, default
+    `platforms.current()`: the mesh's devices when traced in a step); "scan"/"unrolled" force
+    one, so the CPU suite can run the path a GPU/TPU takes.
+    """
+    if loop not in LOOPS:
+        raise ValueError(f"Unknown accumulation_loop={loop!r}; valid options: {list(LOOPS)}.")
+    if loop != "auto":
+        return loop == "unrolled"
+    return platforms.current(platform) == "cpu"
 
 
 def _zero_after(tree: PyTree) -> jnp.ndarray:

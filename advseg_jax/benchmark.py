@@ -10,8 +10,10 @@ Steps run on synthetic batches of the config's crop size (so VOC needs no datase
 pretrained weights are skipped: values do not change timings); `input_images_per_s` reads the
 real pipeline and is null, with a reason, where the dataset is not prepared in `data_dir`.
 FLOPs come from XLA's cost analysis of the compiled step, and MFU = FLOPs / step time / peak,
-the peak being a large float32 matmul on the same devices, measured by `peak_flops` in a clean
-child process on CPU (or given by `--peak_flops`); `host_load_warning` says when other work
+the peak being that of the run's compute dtype (`config.dtype`: float32 or bfloat16) on the
+same devices, measured by `peak_flops` (in a clean child process on CPU; a compiled loop of
+large matmuls on accelerators; a chip table where that fails) or given by `--peak_flops`;
+`peak_flops_by_dtype` lists both dtypes' peaks; `host_load_warning` says when other work
 shared the host as the benchmark started, which makes MFU unreliable. XLA counts no
 work for kernel taps that only ever meet padding; a backend that computes them anyway (XLA:CPU
 on a dilated fc6 over a small feature map) does more work than the MFU credits.
@@ -45,6 +47,7 @@ from advseg_jax import distributed
 from advseg_jax import input_pipeline
 from advseg_jax import memory_fit
 from advseg_jax import peak_flops as peak_lib
+from advseg_jax import platforms
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
@@ -58,7 +61,8 @@ _FORMAT = flags.DEFINE_enum("format", "json", ["json", "text"], "Output format."
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed rounds (one step per variant each); median.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed rounds of steps after compilation.")
 _PEAK_FLOPS = flags.DEFINE_float(
-    "peak_flops", None, "Peak FLOP/s of ONE device (e.g. a spec sheet's); default: measured.")
+    "peak_flops", None, "Peak FLOP/s of ONE device in the config's dtype (e.g. a spec sheet's); "
+    "default: measured.")
 _INPUT_BATCHES = flags.DEFINE_integer("input_batches", 30, "Batches timed for the input rate.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", None,
                                    "If set, a jax.profiler trace of the timed steps.")
@@ -75,18 +79,43 @@ def _flops(compiled) -> float:
     return float(analysis["flops"])
 
 
-def measure_peak(peak_flops: Optional[float] = None) -> Tuple[float, str]:
-    """(peak FLOP/s of one device, where it comes from): given, or measured without interference."""
+def measure_peak(peak_flops: Optional[float] = None, dtype: str = "float32",
+                 platform: Optional[str] = None) -> Tuple[float, str]:
+    """(peak FLOP/s of one device for `dtype` matmuls, where it comes from): given, or measured
+    without interference (CPU: a clean child process; accelerators: a compiled loop of large
+    matmuls in-process, or the chip's spec-sheet figure where that fails)."""
     if peak_flops is not None:
         return peak_flops, "--peak_flops (per device)"
-    size, repeats = peak_lib.MATMUL_SIZE, peak_lib.REPEATS
-    what = f"jit float32 {size}x{size} matmul on every local device at once, best of {repeats}"
-    if jax.default_backend() == "cpu":
-        measured = peak_lib.measure_clean(size, repeats)
+    platform = platform or jax.devices()[0].platform
+    if platform == "cpu":
+        size, repeats = peak_lib.MATMUL_SIZE, peak_lib.REPEATS
+        what = f"jit {dtype} {size}x{size} matmul on every local device at once, best of {repeats}"
+        measured = peak_lib.measure_clean(size, repeats, dtype=dtype)
         return (measured["peak_flops_per_device"],
                 f"measured in a clean subprocess (JAX only): {what}")
-    measured = peak_lib.measure(size, repeats)  # Accelerators admit one process only.
-    return measured["peak_flops_per_device"], f"measured in-process before the steps: {what}"
+    size, chain, repeats = (peak_lib.ACCELERATOR_SIZE, peak_lib.ACCELERATOR_CHAIN,
+                            peak_lib.ACCELERATOR_REPEATS)
+    try:  # Accelerators admit one process only.
+        measured = peak_lib.measure(size, repeats, dtype=dtype, chain=chain)
+    except Exception as error:  # pylint: disable=broad-except  (any failure: use the table)
+        kind = jax.devices()[0].device_kind
+        table = peak_lib.chip_peak(kind, dtype)
+        if table is None:
+            raise RuntimeError(f"Measuring the {dtype} peak failed ({error!r}) and {kind!r} is "
+                               "not in peak_flops.CHIP_PEAKS: pass --peak_flops.") from error
+        return table, (f"spec-sheet table peak_flops.CHIP_PEAKS for {kind!r}: measuring failed "
+                       f"({type(error).__name__})")
+    return measured["peak_flops_per_device"], (
+            f"measured in-process before the steps: lax.fori_loop of {chain} {dtype} "
+            f"{size}x{size} matmuls per call on every local device at once, best of {repeats}")
+
+
+def measure_peaks(dtype: str, peak_flops: Optional[float] = None,
+                  platform: Optional[str] = None) -> Dict[str, Tuple[float, str]]:
+    """{compute dtype: (per-device peak, source)} for every dtype of `peak_flops.DTYPES`;
+    `peak_flops` (the flag) replaces the measurement of the run's own `dtype` only."""
+    return {name: measure_peak(peak_flops if name == dtype else None, name, platform)
+            for name in peak_lib.DTYPES}
 
 
 def _synthetic_batch(config: ml_collections.ConfigDict, mesh) -> dict:
@@ -216,12 +245,17 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
                          f"{mesh.devices.size} devices.")
     load_before = os.getloadavg()[0]
+    if config.dtype not in peak_lib.DTYPES:
+        raise ValueError(f"dtype={config.dtype!r} has no peak to measure MFU against; valid "
+                         f"options: {list(peak_lib.DTYPES)}.")
     variants = benchmark_variants(config)
     # Seconds, from shapes alone: a limit the state and its gradients exceed is refused before
     # the peak measurement, the initialisation and the compiles take minutes.
     memory_fit.check_lower_bound(variants["adversarial"],
                                  memory_fit.abstract_state(variants["adversarial"]))
-    per_device, peak_source = measure_peak(peak_flops)  # First: nothing of ours runs yet.
+    # Then the peak, while nothing of ours runs yet. MFU is against the peak of the run's dtype.
+    peaks = measure_peaks(config.dtype, peak_flops, platforms.of_mesh(mesh))
+    per_device, peak_source = peaks[config.dtype]
     # One initialisation (its RNG compiles slowly on CPU); the baseline gets a copy of the
     # segmentor's state, as each step donates (invalidates) the state it is given.
     full = state_lib.create_train_state(variants["adversarial"], mesh)
@@ -241,7 +275,8 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
     for name, step_time in seconds.items():
         figures = results[name]
         figures.update(step_time_s=step_time, images_per_s=config.batch_size / step_time,
-                       mfu=figures["flops_per_step"] / step_time / total_peak)
+                       mfu=figures["flops_per_step"] / step_time / total_peak,
+                       mfu_dtype=config.dtype)
     base, adv = results["baseline"], results["adversarial"]
     results.update(measure_input(config, input_batches))
     consumed = adv["images_per_s"] / jax.process_count()  # Per process, like the input rate.
@@ -255,6 +290,10 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
         "peak_flops": total_peak,
         "peak_flops_per_device": per_device,
         "peak_flops_source": peak_source,
+        "peak_flops_dtype": config.dtype,  # The peak every variant's mfu is taken against.
+        "peak_flops_by_dtype": {name: peak * mesh.devices.size for name, (peak, _) in peaks.items()},
+        "peak_flops_per_device_by_dtype": {name: peak for name, (peak, _) in peaks.items()},
+        "peak_flops_source_by_dtype": {name: source for name, (_, source) in peaks.items()},
         "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
@@ -284,7 +323,7 @@ def _as_text(results: dict) -> str:
         r = results[name]
         lines.append(f"{name:12s} step {r['step_time_s'] * 1e3:9.2f} ms  "
                      f"{r['images_per_s']:9.1f} img/s  {r['flops_per_step'] / 1e9:9.2f} GFLOP  "
-                     f"MFU {100 * r['mfu']:5.1f} %  compile {r['compile_time_s']:.1f} s  "
+                     f"MFU {100 * r['mfu']:5.1f} % ({r['mfu_dtype']} peak)  compile {r['compile_time_s']:.1f} s  "
                      f"microbatch {r['microbatch_size']} x {r['num_microbatches']}  "
                      f"memory est. {_gb(r['estimated_peak_memory_gb'])} GB, measured "
                      f"{_gb(r['measured_peak_memory_gb'])} GB")

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from advseg_jax import accumulation
 from advseg_jax import checkpointing
 from advseg_jax import encodings
 from advseg_jax import losses
@@ -73,6 +74,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.segmentor.conv_algorithm not in exact_taps.SETTINGS:
         raise ConfigError(f"Unknown segmentor.conv_algorithm={config.segmentor.conv_algorithm!r}; "
                           f"valid options: {list(exact_taps.SETTINGS)}.")
+    if config.accumulation_loop not in accumulation.LOOPS:
+        raise ConfigError(f"Unknown accumulation_loop={config.accumulation_loop!r}; valid "
+                          f"options: {list(accumulation.LOOPS)} (\"auto\": unrolled on CPU, "
+                          "a scan on GPU/TPU).")
     _validate_semi_supervised(config)
     if optim.uses_adversary(config):
         if config.adversary.label_resolution not in ("output", "input"):

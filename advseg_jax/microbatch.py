@@ -13,6 +13,8 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from advseg_jax import platforms
+
 # Automatic chunking keeps rows x height x width of a chunk at or under this many input pixels:
 # two 240x320 Stanford images. Measured on the 2-core machine (README, "Speed on CPU"): chunks
 # of 2 and of 4 both ran the Stanford step 1.6-6x faster than one chunk of 16; 2 was kept as
@@ -28,13 +30,14 @@ def chunk_rows(setting: int, rows: int, height: int, width: int,
     `setting` is the config's `microbatch_size`: 0 picks automatically (on CPU the largest
     chunk within AUTO_PIXELS_PER_CHUNK, at least 1 row; on GPU/TPU, whose matrix units want
     large batches, one chunk); a positive value is taken as given, capped at `rows` (so a value
-    >= the per-device batch turns chunking off). `platform` defaults to JAX's default backend.
+    >= the per-device batch turns chunking off). `platform` defaults to
+    `platforms.current()` (the mesh's devices inside a step).
     """
     if setting < 0:
         raise ValueError(f"microbatch_size={setting}: use 0 (automatic) or a positive number of "
                          "images per chunk (>= the per-device batch turns chunking off).")
     if setting == 0:
-        if (platform or jax.default_backend()) != "cpu":
+        if platforms.current(platform) != "cpu":
             return rows
         setting = max(1, AUTO_PIXELS_PER_CHUNK // max(1, height * width))
     return max(1, min(setting, rows))

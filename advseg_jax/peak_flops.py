@@ -6,7 +6,16 @@ pools and the steps' cache state depress it, and every MFU divided by it came ou
 So on CPU the peak is measured in a child process that imports JAX only; accelerators cannot
 be opened by two processes, so there it is measured in-process, before the steps compile.
 
-    python -m advseg_jax.peak_flops      # prints {"peak_flops_per_device": ..., ...} as JSON
+MFU must be taken against the peak of the dtype the step computes in: a bfloat16 step divided
+by a float32 peak reads several times too high on GPUs and TPUs. So the peak is measured per
+compute dtype (`DTYPES`). On CPU, a single jitted 2048² matmul (per dtype) as before. On an
+accelerator, one 2048² matmul takes tens of microseconds and dispatch dominates, so there a
+compiled `lax.fori_loop` chains ACCELERATOR_CHAIN matmuls of ACCELERATOR_SIZE² per call, at the
+default precision (the one the models' convolutions run at: TF32 for float32 on recent NVIDIA
+GPUs). Where measuring fails (e.g. out of memory), `CHIP_PEAKS` gives the spec-sheet figure of a
+known chip, and the source says so.
+
+    python -m advseg_jax.peak_flops --dtype=bfloat16   # prints {"peak_flops_per_device": ...}
 """
 
 import json
@@ -18,6 +27,24 @@ from typing import Optional
 
 MATMUL_SIZE = 2048
 REPEATS = 10
+DTYPES = ("float32", "bfloat16")
+# On GPU/TPU: matmuls of this size, this many chained in one compiled loop per timed call.
+ACCELERATOR_SIZE = 8192
+ACCELERATOR_CHAIN = 16
+ACCELERATOR_REPEATS = 5
+# Dense spec-sheet FLOP/s per chip (device_kind substring, lower case), used only where the
+# measurement fails. float32 at the default precision: TF32 on NVIDIA (A100 and later), bfloat16
+# passes on TPU (the MXU has no float32 mode).
+CHIP_PEAKS = {
+    "h200": {"float32": 494.7e12, "bfloat16": 989.4e12},
+    "h100": {"float32": 494.7e12, "bfloat16": 989.4e12},
+    "a100": {"float32": 156e12, "bfloat16": 312e12},
+    "tpu v4": {"float32": 275e12, "bfloat16": 275e12},
+    "tpu v5 lite": {"float32": 197e12, "bfloat16": 197e12},
+    "tpu v5e": {"float32": 197e12, "bfloat16": 197e12},
+    "tpu v5p": {"float32": 459e12, "bfloat16": 459e12},
+    "tpu v6": {"float32": 918e12, "bfloat16": 918e12},
+}
 # Above this 1-minute load average per CPU, other work competes with the measurement.
 LOADED_PER_CPU = 0.25
 
@@ -35,34 +62,52 @@ def load_warning(load: Optional[float] = None) -> Optional[str]:
             "peak are depressed unevenly, so MFU is unreliable (ratios timed round-robin hold).")
 
 
-def measure(size: int = MATMUL_SIZE, repeats: int = REPEATS) -> dict:
-    """Best FLOP/s per device of a size² float32 matmul run on every local device at once.
+def measure(size: int = MATMUL_SIZE, repeats: int = REPEATS, dtype: str = "float32",
+            chain: int = 1) -> dict:
+    """Best FLOP/s per device of size² `dtype` matmuls run on every local device at once.
 
     All at once because devices may share hardware (XLA:CPU's fake devices share the host's
-    cores): the per-device peak is the aggregate over the device count.
+    cores): the per-device peak is the aggregate over the device count. `chain` > 1 runs that
+    many dependent matmuls inside one compiled `lax.fori_loop`, so dispatch does not dominate.
     """
     import jax  # pylint: disable=g-import-not-at-top  (the child process imports JAX only)
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype={dtype!r} for the peak; valid options: {list(DTYPES)}.")
     devices = jax.local_devices()
-    matrices = [jax.device_put(jax.random.normal(jax.random.key(i), (size, size), jnp.float32), d)
+    matrices = [jax.device_put(jax.random.normal(jax.random.key(i), (size, size), dtype), d)
                 for i, d in enumerate(devices)]
-    matmul = jax.jit(lambda a: a @ a)
+    if chain == 1:
+        matmul = jax.jit(lambda a: a @ a)
+    else:  # a ← a·b / sqrt(size) keeps the entries O(1): no overflow to slow anything down.
+        scale = jnp.asarray(size ** -0.5, dtype)
+        matmul = jax.jit(lambda a: jax.lax.fori_loop(0, chain, lambda _, x: (x @ a) * scale, a))
     jax.block_until_ready([matmul(m) for m in matrices])  # Compile on every device.
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready([matmul(m) for m in matrices])
         best = min(best, time.perf_counter() - start)
-    return {"peak_flops_per_device": 2.0 * size**3 / best, "device_count": len(devices),
-            "platform": devices[0].platform, "matmul_size": size, "repeats": repeats}
+    return {"peak_flops_per_device": 2.0 * size**3 * chain / best, "device_count": len(devices),
+            "platform": devices[0].platform, "matmul_size": size, "repeats": repeats,
+            "dtype": dtype, "chain": chain}
+
+
+def chip_peak(device_kind: str, dtype: str) -> Optional[float]:
+    """The spec-sheet peak of a known chip (`CHIP_PEAKS`), or None."""
+    kind = device_kind.lower()
+    for name, peaks in CHIP_PEAKS.items():
+        if name in kind:
+            return peaks[dtype]
+    return None
 
 
 def measure_clean(size: int = MATMUL_SIZE, repeats: int = REPEATS,
-                  timeout_s: float = 600.0) -> dict:
+                  timeout_s: float = 600.0, dtype: str = "float32") -> dict:
     """`measure` in a fresh Python that imports JAX only (same environment, so same devices)."""
     command = [sys.executable, "-m", "advseg_jax.peak_flops", f"--size={size}",
-               f"--repeats={repeats}"]
+               f"--repeats={repeats}", f"--dtype={dtype}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -76,11 +121,13 @@ def measure_clean(size: int = MATMUL_SIZE, repeats: int = REPEATS,
 
 def _main(argv) -> None:
     args = dict(a.lstrip("-").split("=", 1) for a in argv[1:])
-    unknown = set(args) - {"size", "repeats"}
+    unknown = set(args) - {"size", "repeats", "dtype", "chain"}
     if unknown:
-        raise SystemExit(f"Unknown arguments {sorted(unknown)}; use --size=N --repeats=N.")
+        raise SystemExit(f"Unknown arguments {sorted(unknown)}; use --size=N --repeats=N "
+                         f"--dtype={'|'.join(DTYPES)} --chain=N.")
     print(json.dumps(measure(int(args.get("size", MATMUL_SIZE)),
-                             int(args.get("repeats", REPEATS)))))
+                             int(args.get("repeats", REPEATS)), args.get("dtype", "float32"),
+                             int(args.get("chain", 1)))))
 
 
 if __name__ == "__main__":

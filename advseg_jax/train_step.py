@@ -7,7 +7,7 @@ number of valid pixels of the *global* batch, so 1 and N devices compute the sam
 """
 
 import functools
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,7 @@ from advseg_jax import memory_fit
 from advseg_jax import metrics as metrics_lib
 from advseg_jax import microbatch
 from advseg_jax import optim
+from advseg_jax import platforms
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax.data.class_info import IGNORE_LABEL
@@ -122,7 +123,7 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
         raise ValueError(f"{unlabeled_rows} unlabeled rows per device cannot be cut into {k} "
                          f"microbatches (microbatch_size={microbatch_size} of {rows} labeled "
                          "rows): make the unlabeled batch a multiple of the microbatch count.")
-    unroll = accumulation.unrolled_on()
+    unroll = accumulation.unrolled_on(loop=config.accumulation_loop)
     chunk = microbatch.chunk_rows(0, microbatch_size, *images.shape[1:3])
     batch_rows = {"image": images, "label": labels}
     if semi:
@@ -330,6 +331,18 @@ def _selection_diagnostics(selected: jnp.ndarray, valid: jnp.ndarray, targets: j
             "semi_selected_scored_pixels": counts[2]}
 
 
+def _on_mesh_platform(mesh: Mesh, fn: Callable) -> Callable:
+    """`fn` traced inside `platforms.tracing_for(mesh)`: its backend choices (scan or unrolled,
+    chunks, convolutions by taps) follow the mesh's devices, not JAX's default backend."""
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with platforms.tracing_for(mesh):
+            return fn(*args, **kwargs)
+
+    return traced
+
+
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.Module,
                     adversary: Optional[nn.Module]) -> memory_fit.SizedStep:
     """jit(shard_map(step)): state replicated, batch split on `data`, the state donated.
@@ -339,8 +352,9 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn
     """
 
     def build(microbatch_size: int):
-        step = functools.partial(_per_device_train_step, config=config, segmentor=segmentor,
-                                 adversary=adversary, microbatch_size=microbatch_size)
+        step = _on_mesh_platform(mesh, functools.partial(
+                _per_device_train_step, config=config, segmentor=segmentor,
+                adversary=adversary, microbatch_size=microbatch_size))
         # check_vma=False: gradients stay per-device until our explicit pmean, as under pmap.
         mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA)), out_specs=(P(), P()),
                                check_vma=False)
@@ -361,7 +375,7 @@ def make_eval_step(config: ml_collections.ConfigDict, mesh: Mesh, segmentor: nn.
                                                  IGNORE_LABEL, weights=batch["pixel_mask"])
         return lax.psum(confusion, DATA), predictions.astype(jnp.uint8)
 
-    mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA)),
+    mapped = jax.shard_map(_on_mesh_platform(mesh, step), mesh=mesh, in_specs=(P(), P(DATA)),
                            out_specs=(P(), P(DATA)), check_vma=False)
     return jax.jit(mapped)
 

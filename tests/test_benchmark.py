@@ -45,6 +45,12 @@ def test_every_field_is_present_and_sane(results):
     assert results["peak_flops"] > 1e8 and results["peak_memory_mb"] > 0
     assert results["peak_flops"] == pytest.approx(2 * results["peak_flops_per_device"])
     assert results["peak_flops_source"].startswith("measured in a clean subprocess")
+    # A float32 run: its MFU is against the float32 peak; the bfloat16 one is reported too.
+    assert results["peak_flops_dtype"] == "float32"
+    assert set(results["peak_flops_by_dtype"]) == {"float32", "bfloat16"}
+    assert results["peak_flops_by_dtype"]["float32"] == results["peak_flops"]
+    assert results["peak_flops_by_dtype"]["bfloat16"] > 1e8
+    assert "bfloat16 2048x2048" in results["peak_flops_source_by_dtype"]["bfloat16"]
     assert results["peak_memory_source"]
     assert results["device_count"] == 2 and results["device_kind"]
     json.dumps(results)  # JSON-ready.
@@ -80,6 +86,7 @@ def test_mfu_is_flops_over_time_over_the_reported_peak(results):
         r = results[name]
         assert r["mfu"] == pytest.approx(
             r["flops_per_step"] / r["step_time_s"] / results["peak_flops"], rel=1e-12)
+        assert r["mfu_dtype"] == "float32"
 
 
 def test_clean_peak_runs_in_another_process_without_tensorflow(monkeypatch):

@@ -76,6 +76,11 @@ def get_config() -> ml_collections.ConfigDict:
     # (>= it: no accumulation). On CPU the models also run in cache-sized chunks within a
     # microbatch (advseg_jax/microbatch.py), which only changes speed.
     config.microbatch_size = 0
+    # How a step runs its microbatches (advseg_jax/accumulation.py): "auto" = Python-unrolled
+    # on CPU (XLA:CPU runs convolutions in loops ~10x slower), a `lax.scan` on GPU/TPU (one
+    # compiled body), judged from the mesh's devices; "scan" or "unrolled" forces one (the same
+    # losses and gradients up to float summation order), e.g. to test the GPU/TPU path on CPU.
+    config.accumulation_loop = "auto"
     # Memory one device may use, in GB (1e9 bytes), for microbatch_size = 0; 0 = detected
     # (GPU/TPU: memory_stats()["bytes_limit"]; CPU: the host's available memory).
     config.memory_limit_gb = 0.0

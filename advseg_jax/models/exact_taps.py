@@ -26,6 +26,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from advseg_jax import ordering
+from advseg_jax import platforms
 
 SETTINGS = ("auto", "lax", "taps")
 # "auto" uses taps on CPU for 1x1 kernels and when at least this fraction of the tap-pixel
@@ -190,7 +191,8 @@ def conv_general_dilated(setting: str, platform: Optional[str] = None) -> Callab
     """A `lax.conv_general_dilated` that computes by taps where `setting` says so.
 
     "lax": always lax. "taps": by taps wherever the call is a stride-1 NHWC/HWIO convolution
-    (others go to lax). "auto": by taps only on CPU (`platform`, default JAX's backend), for
+    (others go to lax). "auto": by taps only on CPU (`platform`, default
+    `platforms.current()`: the mesh's devices when traced in a step), for
     1x1 kernels and where at least AUTO_MIN_PADDING_FRACTION of the products read padding.
     """
     if setting not in SETTINGS:
@@ -202,7 +204,7 @@ def conv_general_dilated(setting: str, platform: Optional[str] = None) -> Callab
         use_taps = setting != "lax" and not kwargs and _is_plain_nhwc(
                 lhs, rhs, window_strides, lhs_dilation, dimension_numbers, feature_group_count)
         if use_taps and setting == "auto":
-            use_taps = (platform or jax.default_backend()) == "cpu" and (
+            use_taps = platforms.current(platform) == "cpu" and (
                     tuple(rhs.shape[:2]) == (1, 1) or padding_fraction(
                             lhs.shape[1:3], rhs.shape[:2], rhs_dilation, padding)
                     >= AUTO_MIN_PADDING_FRACTION)
