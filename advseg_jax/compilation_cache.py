@@ -33,8 +33,12 @@ def configure(directory: str) -> Optional[str]:
     path = os.environ.get(ENVIRONMENT_VARIABLE) or os.path.expanduser(directory)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # Each threshold is ours unless its environment variable (read by JAX at import) is set:
+    # the tests cache even quick compilations.
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
+    if "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     logging.info("Persistent compilation cache in %s%s.", path,
                  f" (from {ENVIRONMENT_VARIABLE})" if os.environ.get(ENVIRONMENT_VARIABLE)
                  else "")
