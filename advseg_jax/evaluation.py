@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh
 
+from advseg_jax import device_prefetch
 from advseg_jax import input_pipeline
 from advseg_jax import metrics
 from advseg_jax import sharding
@@ -20,6 +21,32 @@ def _local_rows(array: jax.Array) -> np.ndarray:
     return np.concatenate([np.asarray(s.data) for s in shards])
 
 
+# The running confusion matrix is two int32 words per cell on the device, count =
+# high · 2^_LOW_BITS + low: exact to 2^51 pixels without 64-bit device arrays, where one int32
+# sum would wrap past 2^31 (2.1 G pixels, about 9,000 VOC-sized images).
+_LOW_BITS = 20
+# A batch's counts are added to `low` (< 2^_LOW_BITS) before carrying: they must fit beside it.
+_MAX_BATCH_PIXELS = 2**31 - 2**_LOW_BITS
+
+
+@jax.jit
+def _split_words(counts: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    return counts >> _LOW_BITS, counts & ((1 << _LOW_BITS) - 1)
+
+
+@jax.jit
+def _add_words(words: Tuple[jax.Array, jax.Array], counts: jax.Array):
+    high, low = words
+    carried_high, carried_low = _split_words(low + counts)
+    return high + carried_high, carried_low
+
+
+def _host_total(words: Tuple[jax.Array, jax.Array]) -> np.ndarray:
+    """The one read of an evaluation: the summed confusion matrix as int64."""
+    high, low = (np.asarray(word.addressable_data(0), np.int64) for word in words)
+    return (high << _LOW_BITS) + low
+
+
 def evaluate(config: ml_collections.ConfigDict, eval_step, params,
              builder: tfds.core.DatasetBuilder,
              mesh: Mesh, split: str, num_examples: Optional[int] = None,
@@ -27,18 +54,34 @@ def evaluate(config: ml_collections.ConfigDict, eval_step, params,
     """(scores of `metrics.segmentation_scores` + `confusion`, image|truth|prediction strips).
 
     Strips (uint8 [k, H, 3W, 3]) come from this process's first rows; None if `num_images` is 0.
+    Nothing is read from the device before the last batch has been dispatched.
     """
-    confusion = np.zeros((config.num_classes, config.num_classes), np.int64)
-    strips = None
-    colours = dataset_info.palette(builder)
-    for local in input_pipeline.eval_iterator(config, builder, split, num_examples):
-        batch_confusion, predictions = eval_step(params, sharding.global_batch(local, mesh))
-        confusion += np.asarray(batch_confusion.addressable_data(0), np.int64)
-        if num_images and strips is None:
-            strips = _strips(local, _local_rows(predictions), num_images, colours)
+    words = None  # The running confusion matrix, on the device.
+    first = None  # (host batch, device predictions) of the first batch, for the strips.
+    batches = device_prefetch.Prefetcher(
+        ((local, sharding.global_batch(local, mesh))
+         for local in input_pipeline.eval_iterator(config, builder, split, num_examples)),
+        depth=2)
+    for local, batch in batches:
+        if batch["label"].size > _MAX_BATCH_PIXELS:
+            raise ValueError(
+                f"An evaluation batch of {batch['label'].size} pixels (eval_batch_size="
+                f"{config.eval_batch_size}, input.eval_size={tuple(config.input.eval_size)}) "
+                f"cannot be counted exactly; keep it at most {_MAX_BATCH_PIXELS} "
+                "by lowering config.eval_batch_size.")
+        batch_confusion, predictions = eval_step(params, batch)
+        words = (_split_words(batch_confusion) if words is None
+                 else _add_words(words, batch_confusion))
+        if num_images and first is None:
+            first = (local, predictions)
+    with jax.transfer_guard_device_to_host("allow"):  # The evaluation's one read.
+        total = (np.zeros((config.num_classes,) * 2, np.int64) if words is None
+                 else _host_total(words))
+        strips = (None if first is None else _strips(first[0], _local_rows(first[1]),
+                                                     num_images, dataset_info.palette(builder)))
     names = dataset_info.class_names(builder, config.num_classes)
-    scores = metrics.segmentation_scores(confusion, names)
-    scores["confusion"] = confusion.tolist()
+    scores = metrics.segmentation_scores(total, names)
+    scores["confusion"] = total.tolist()
     return scores, strips
 
 

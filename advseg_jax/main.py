@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from advseg_jax import checkpointing
 from advseg_jax import cli
+from advseg_jax import compilation_cache
 from advseg_jax import config_checks
 from advseg_jax import distributed
 from advseg_jax import memory_fit
@@ -60,6 +61,7 @@ def main(argv):
     logging.get_absl_handler().addFilter(_quiet_orbax)
     try:
         config = config_checks.config_from_flag(flags.FLAGS)
+        compilation_cache.configure(config.compilation_cache_dir)  # Before any compilation.
         # tf.data only: keep TensorFlow off the accelerators JAX uses.
         tf.config.set_visible_devices([], "GPU")
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

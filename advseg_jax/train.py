@@ -24,6 +24,8 @@ from jax.experimental import multihost_utils
 
 from advseg_jax import checkpointing
 from advseg_jax import config_checks
+from advseg_jax import device_metrics
+from advseg_jax import device_prefetch
 from advseg_jax import dicts
 from advseg_jax import evaluation
 from advseg_jax import input_pipeline
@@ -127,13 +129,58 @@ def interval_means(logged: list) -> dict:
     return means
 
 
-def _settle(step: int, device_metrics: dict, config: ml_collections.ConfigDict, skipped: int,
-            logged: list, start_step: int) -> int:
-    """Brings one step's metrics to the host once: checked for non-finite values, kept for logs."""
-    scalars = steps.host_scalars(device_metrics)
-    skipped = _check_finite(step, scalars, config, skipped, step - start_step)
-    logged.append(scalars)
+def _settle(pending: device_metrics.StepMetrics, config: ml_collections.ConfigDict,
+            skipped: int, logged: list, start_step: int) -> int:
+    """Brings the pending steps' metrics to the host at once; each step is checked for
+    non-finite values in order (the first bad one is named) and kept for the interval's log."""
+    with _sync_point():
+        fetched = pending.fetch()
+    for step, scalars in fetched:
+        skipped = _check_finite(step, scalars, config, skipped, step - start_step)
+        logged.append(scalars)
     return skipped
+
+
+# The device→host transfer guard over each training step, outside its explicit sync points
+# (`_sync_point`: settling metrics, checkpointing, evaluating, the multi-process SIGTERM vote).
+# "allow" in runs; tests set "disallow_explicit" to prove the other steps never wait on the device.
+_BETWEEN_SYNCS_TRANSFER_GUARD = "allow"
+
+
+def _sync_point():
+    """Where the loop may wait for the device and read from it."""
+    return jax.transfer_guard_device_to_host("allow")
+
+
+class _InputWait:
+    """The share of a log interval's wall time spent waiting for the next batch.
+
+    Evaluations are left out of the wall time: they are not the loop waiting for its input.
+    """
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self._start, self._waited, self._excluded = time.perf_counter(), 0.0, 0.0
+
+    def next_batch(self, batches):
+        started = time.perf_counter()
+        batch = next(batches)
+        self._waited += time.perf_counter() - started
+        return batch
+
+    @contextlib.contextmanager
+    def excluded(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._excluded += time.perf_counter() - started
+
+    def fraction(self) -> float:
+        wall = time.perf_counter() - self._start - self._excluded
+        return self._waited / wall if wall > 0 else 0.0
 
 
 def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh, step) -> dict:
@@ -240,54 +287,72 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
         record = _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh,
                                      start_step)
         _track_best(best, checkpoints, start_step, record)
-    batches = _batches(config, builder, workdir, start_step)
+    batches = device_prefetch.Prefetcher(
+        _device_batches(config, builder, workdir, start_step, mesh), _DEVICE_PREFETCH_DEPTH)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
-    logged, previous, skipped = [], None, 0
+    pending = device_metrics.StepMetrics(config.log_every_steps)
+    input_wait = _InputWait()
+    logged, skipped = [], 0
     with _TerminationFlag() as terminate, _completing_saves(checkpoints, writer):
         for step in range(start_step + 1, config.num_train_steps + 1):
-            batch = next(batches)
-            config_checks.check_labels(batch["label"], config, step)
-            with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics = train_step(state, sharding.global_batch(batch, mesh))
-            # Settle the *previous* step's metrics: the device runs ahead while the host looks.
-            if previous is not None:
-                skipped = _settle(step - 1, previous, config, skipped, logged, start_step)
-            previous = step_metrics
-            report_progress(step, time.time())
-            last = step == config.num_train_steps
-            if step % config.log_every_steps == 0 or last:
-                skipped = _settle(step, previous, config, skipped, logged, start_step)
-                previous = None
-                scalars = {f"train/{k}": v for k, v in interval_means(logged).items()}
-                scalars.update({f"train/{k}": v
-                                for k, v in optim.learning_rates(config, step).items()})
-                scalars["train/skipped_nonfinite_steps"] = skipped
-                writer.write_scalars(step, scalars)
-                logged = []
-            stopping = terminate.any_process()
-            evaluating = _is_eval_step(config, step)
-            # Checkpoint before evaluating: a failing evaluation must not cost the training.
-            # With a best metric every evaluated step is saved, so it can become the best.
-            if (step % config.checkpoint_every_steps == 0 or last or stopping
-                    or (evaluating and best.metric)):
-                if previous is not None:
-                    skipped = _settle(step, previous, config, skipped, logged, start_step)
-                    previous = None
-                with report_progress.timed("checkpoint"):
-                    checkpointing.save(checkpoints, step, state)
-            if evaluating:
-                with report_progress.timed("eval"):
-                    record = _evaluate_and_write(config, workdir, writer, eval_step, state,
-                                                 builder, mesh, step)
-                _track_best(best, checkpoints, step, record)
+            with jax.transfer_guard_device_to_host(_BETWEEN_SYNCS_TRANSFER_GUARD):
+                batch = input_wait.next_batch(batches)
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    state, step_metrics = train_step(state, batch)
+                pending.add(step, step_metrics)  # Read back at the next sync point.
+                report_progress(step, time.time())
+                last = step == config.num_train_steps
+                with _sync_point():  # Multi-process: a vote over the devices.
+                    stopping = terminate.any_process()
+                evaluating = _is_eval_step(config, step)
+                if step % config.log_every_steps == 0 or last:
+                    skipped = _settle(pending, config, skipped, logged, start_step)
+                    scalars = {f"train/{k}": v for k, v in interval_means(logged).items()}
+                    with _sync_point():
+                        scalars.update({f"train/{k}": v for k, v in
+                                        optim.learning_rates(config, step).items()})
+                    scalars["train/skipped_nonfinite_steps"] = skipped
+                    scalars["train/input_wait_fraction"] = input_wait.fraction()
+                    writer.write_scalars(step, scalars)
+                    logged = []
+                    input_wait.restart()
+                # Checkpoint before evaluating: a failing evaluation must not cost the training.
+                # With a best metric every evaluated step is saved, so it can become the best.
+                # A step is settled (checked finite) before any checkpoint can hold it.
+                if (step % config.checkpoint_every_steps == 0 or last or stopping
+                        or (evaluating and best.metric)):
+                    skipped = _settle(pending, config, skipped, logged, start_step)
+                    with report_progress.timed("checkpoint"), _sync_point():
+                        checkpointing.save(checkpoints, step, state)
+                if evaluating:
+                    skipped = _settle(pending, config, skipped, logged, start_step)
+                    with report_progress.timed("eval"), input_wait.excluded(), _sync_point():
+                        record = _evaluate_and_write(config, workdir, writer, eval_step, state,
+                                                     builder, mesh, step)
+                        _track_best(best, checkpoints, step, record)
             if stopping:
                 checkpoints.wait_until_finished()
                 writer.flush()
                 logging.warning("Stopped by SIGTERM after checkpointing step %d.", step)
                 return None
     return record
+
+
+# Batches copied to the device ahead of their step: the copy of step k+1's batch overlaps
+# step k, with one more in reserve for a slow host batch. Each costs one batch of device memory.
+_DEVICE_PREFETCH_DEPTH = 2
+
+
+def _device_batches(config: ml_collections.ConfigDict, builder, workdir: str,
+                    start_step: int, mesh):
+    """The training batches from `start_step + 1` on, labels checked, as arrays on the mesh."""
+    host_batches = _batches(config, builder, workdir, start_step)
+    for step in range(start_step + 1, config.num_train_steps + 1):
+        batch = next(host_batches)
+        config_checks.check_labels(batch["label"], config, step)
+        yield sharding.global_batch(batch, mesh)
 
 
 def _batches(config: ml_collections.ConfigDict, builder, workdir: str, start_step: int):

@@ -4,11 +4,13 @@ import json
 import logging
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from advseg_jax import checkpointing
 from advseg_jax import config_checks
+from advseg_jax import device_metrics
 from advseg_jax import sharding
 from advseg_jax import train
 from advseg_jax import state as state_lib
@@ -207,3 +209,41 @@ def test_skipping_stops_when_too_many_steps_are_skipped(tiny_config):
         train._check_finite(30, bad, tiny_config, 3, steps_run=30)
     tiny_config.max_nonfinite_fraction = 1.0
     assert train._check_finite(30, bad, tiny_config, 29, steps_run=30) == 30
+
+
+def test_only_sync_points_read_from_the_device_and_input_wait_is_logged(
+        tiny_config, tmp_path, monkeypatch):
+    """Steps 1, 2, 4 and 5 of 6 (log every 3, checkpoint and evaluate at 6) read nothing from
+    the device: a read outside the loop's sync points raises (transfer_checks)."""
+    import tensorflow as tf
+    import transfer_checks
+    tiny_config.num_train_steps = 6
+    tiny_config.log_every_steps = 3
+    tiny_config.checkpoint_every_steps = tiny_config.eval_every_steps = 6
+    monkeypatch.setattr(train, "_BETWEEN_SYNCS_TRANSFER_GUARD", "disallow_explicit")
+    settled = []
+    real_settle = train._settle
+    monkeypatch.setattr(train, "_settle", lambda pending, *args: (
+        settled.append(len(pending)), real_settle(pending, *args))[1])
+    with transfer_checks.reads_refused_by_the_guard(monkeypatch):
+        with jax.transfer_guard_device_to_host("allow"):  # Set-up may read; the loop may not.
+            train.train_and_evaluate(tiny_config, str(tmp_path))
+    assert [count for count in settled if count] == [3, 3]  # Two reads, three steps each.
+    # The guard bites: a read in a step outside the sync points fails the run.
+    real_add = device_metrics.StepMetrics.add
+    monkeypatch.setattr(device_metrics.StepMetrics, "add", lambda self, step, metrics: (
+        float(metrics["segmentor_loss"]), real_add(self, step, metrics)))
+    tiny_config.num_train_steps = 8
+    with transfer_checks.reads_refused_by_the_guard(monkeypatch):
+        with jax.transfer_guard_device_to_host("allow"):
+            with pytest.raises(transfer_checks.DeviceReadError, match=r"float32\[\]"):
+                train.train_and_evaluate(tiny_config, str(tmp_path / "reading"))
+    fractions = {}
+    for name in os.listdir(tmp_path):
+        if name.startswith("events.out.tfevents"):
+            for event in tf.compat.v1.train.summary_iterator(str(tmp_path / name)):
+                for value in event.summary.value:
+                    if value.tag == "train/input_wait_fraction":
+                        fractions[event.step] = float(tf.make_ndarray(value.tensor))
+    assert sorted(fractions) == [3, 6]
+    assert all(0 < fraction < 1 for fraction in fractions.values()), fractions

@@ -84,6 +84,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Memory one device may use, in GB (1e9 bytes), for microbatch_size = 0; 0 = detected
     # (GPU/TPU: memory_stats()["bytes_limit"]; CPU: the host's available memory).
     config.memory_limit_gb = 0.0
+    # Persistent XLA compilation cache (advseg_jax/compilation_cache.py): a resumed or repeated
+    # run loads its compiled steps from here instead of compiling them again (minutes for the
+    # paper's models). "" = off. A set JAX_COMPILATION_CACHE_DIR environment variable wins.
+    config.compilation_cache_dir = "~/.cache/advseg_jax/xla"
 
     config.input = ml_collections.ConfigDict()
     config.input.crop_size = (48, 48)  # digit_scenes images are 48x48: the crop is the whole image.
