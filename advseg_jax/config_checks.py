@@ -147,6 +147,7 @@ def _validate_semi_supervised(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.semi_threshold < 1.0:
         raise ConfigError(f"semi_threshold={config.semi_threshold} must lie in [0, 1): it is a "
                           "threshold on the discriminator's confidence (Hung et al.: 0.2).")
+    _validate_selection(config)
     if not config.unlabeled_split:
         for key in ("lambda_adv_unlabeled", "lambda_semi"):
             if config[key] > 0:
@@ -177,11 +178,37 @@ def _validate_semi_supervised(config: ml_collections.ConfigDict) -> None:
                           f"{unlabeled_rows} unlabeled ones (unlabeled_batch_size={batch}) "
                           "evenly: choose another microbatch_size (0 = automatic) or a "
                           "multiple of that count as unlabeled_batch_size.")
-    if config.lambda_semi > 0 and config.adversary.name != "fcn":
+    if (config.lambda_semi > 0 and optim.discriminator_selects(config)
+            and config.adversary.name != "fcn"):
         raise ConfigError(f"lambda_semi={config.lambda_semi} selects pixels by the "
                           "discriminator's per-pixel confidence, but adversary.name="
                           f"{config.adversary.name!r} gives one verdict per image. Use "
                           "adversary.name='fcn', or lambda_semi=0.")
+
+
+def _validate_selection(config: ml_collections.ConfigDict) -> None:
+    """`semi_selection` and the selection curves' keys: refused where they cannot mean anything."""
+    if config.semi_selection not in optim.SEMI_SELECTIONS:
+        raise ConfigError(f"Unknown semi_selection={config.semi_selection!r}; valid options: "
+                          f"{list(optim.SEMI_SELECTIONS)}.")
+    if config.semi_selection == "softmax" and config.lambda_semi > 0:
+        if not 0.0 < config.semi_threshold < 1.0:
+            raise ConfigError(f"semi_threshold={config.semi_threshold} with "
+                              "semi_selection='softmax' must lie in (0, 1): a threshold on "
+                              "the segmentor's maximum softmax (UniMatch: 0.95).")
+    thresholds = list(config.selection_curve_thresholds)
+    if config.selection_curves_split:
+        if len(thresholds) < 10 or any(not 0.0 <= t <= 1.0 for t in thresholds):
+            raise ConfigError(f"selection_curve_thresholds={tuple(thresholds)} must be >= 10 "
+                              "values in [0, 1] (confidences), e.g. 0.05, 0.1, ..., 0.95.")
+        if thresholds != sorted(set(thresholds)):
+            raise ConfigError(f"selection_curve_thresholds={tuple(thresholds)} must be "
+                              "strictly increasing.")
+        if config.selection_curves_split == config.train_split:
+            raise ConfigError(f"selection_curves_split={config.selection_curves_split!r} is "
+                              "the labeled train_split: the curves score the selection on "
+                              "images trained on without their masks; use a slice of "
+                              "unlabeled_split (e.g. 'train[72:144]').")
 
 
 def _spatial_shapes(module, *inputs) -> Dict[str, Tuple[int, int]]:

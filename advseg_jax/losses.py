@@ -115,6 +115,17 @@ def self_training_mask(confidence_logits: jnp.ndarray, valid: jnp.ndarray,
     return (confidence > threshold) & valid
 
 
+def softmax_self_training_mask(logits: jnp.ndarray, valid: jnp.ndarray,
+                               threshold: float) -> jnp.ndarray:
+    """Pixels trusted for self-training by the segmentor's own confidence: max softmax > T.
+
+    FixMatch-style selection (UniMatch keeps softmax >= 0.95): needs no discriminator, whose
+    map collapsed to "everything is fake" in stanford_semi_fold0. No gradient flows through it.
+    """
+    probabilities = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
+    return (jnp.max(probabilities, axis=-1) > threshold) & valid
+
+
 def self_training_cross_entropy(logits: jnp.ndarray, selected: jnp.ndarray
                                 ) -> Tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """(Σ CE(logits, argmax logits) over selected pixels, their count, the targets).

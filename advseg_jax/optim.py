@@ -51,7 +51,16 @@ def make_optimizer(opt_config: ml_collections.ConfigDict,
 def uses_adversary(config: ml_collections.ConfigDict) -> bool:
     """Whether any loss term needs the adversary; if none does, it is neither built nor run."""
     return (config.lambda_adv > 0 or config.get("lambda_adv_unlabeled", 0.0) > 0
-            or config.get("lambda_semi", 0.0) > 0)
+            or (config.get("lambda_semi", 0.0) > 0 and discriminator_selects(config)))
+
+
+SEMI_SELECTIONS = ("discriminator", "softmax")  # config.semi_selection's options.
+
+
+def discriminator_selects(config: ml_collections.ConfigDict) -> bool:
+    """Whether self-training's pixels are chosen by the discriminator (Hung et al.) rather than
+    by the segmentor's softmax (`semi_selection`)."""
+    return config.get("semi_selection", "discriminator") == "discriminator"
 
 
 def adversarial_ramp(config: ml_collections.ConfigDict, step) -> jnp.ndarray:

@@ -31,6 +31,7 @@ from advseg_jax import evaluation
 from advseg_jax import input_pipeline
 from advseg_jax import sharding
 from advseg_jax import optim
+from advseg_jax import selection_curves
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax import workdir_io
@@ -183,7 +184,8 @@ class _InputWait:
         return self._waited / wall if wall > 0 else 0.0
 
 
-def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh, step) -> dict:
+def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh, step,
+                        curves_step=None) -> dict:
     params = state.segmentor.params
     scores, strips = evaluation.evaluate(config, eval_step, params, builder, mesh,
                                          config.eval_split, num_images=config.num_image_summaries)
@@ -196,6 +198,9 @@ def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh
         train_scores, _ = evaluation.evaluate(config, eval_step, params, builder, mesh,
                                               config.train_split, count)
         records.append(dict(step=step, epoch=epoch, split="train", **train_scores))
+    if curves_step is not None:  # Issue 32: what each self-training criterion would select.
+        records[0]["selection_curves"] = selection_curves.evaluate(config, curves_step, state,
+                                                                   builder, mesh)
     for record in records:
         prefix = "eval" if record["split"] == config.eval_split else "train_eval"
         writer.write_scalars(step, {f"{prefix}/{k}": record[k] for k in
@@ -281,11 +286,13 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
 
     train_step = steps.make_train_step(config, mesh, segmentor, adversary)
     eval_step = steps.make_eval_step(config, mesh, segmentor)
+    curves_step = (selection_curves.make_curves_step(config, mesh, segmentor, adversary)
+                   if config.selection_curves_split else None)
     record = None
     if _missed_eval(config, workdir, start_step):
         logging.info("Evaluating step %d, checkpointed but not evaluated before.", start_step)
         record = _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh,
-                                     start_step)
+                                     start_step, curves_step)
         _track_best(best, checkpoints, start_step, record)
     batches = device_prefetch.Prefetcher(
         _device_batches(config, builder, workdir, start_step, mesh), _DEVICE_PREFETCH_DEPTH)
@@ -330,7 +337,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
                     skipped = _settle(pending, config, skipped, logged, start_step)
                     with report_progress.timed("eval"), input_wait.excluded(), _sync_point():
                         record = _evaluate_and_write(config, workdir, writer, eval_step, state,
-                                                     builder, mesh, step)
+                                                     builder, mesh, step, curves_step)
                         _track_best(best, checkpoints, step, record)
             if stopping:
                 checkpoints.wait_until_finished()

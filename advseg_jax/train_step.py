@@ -118,6 +118,9 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
     # Unlabeled rows (Hung et al. 2018) run through the segmentor with the labeled ones: each
     # microbatch takes 1/K of each, so K must divide both (memory_fit and config_checks see to it).
     semi = "unlabeled_image" in batch
+    # Self-training by the segmentor's softmax needs the unlabeled logits but no discriminator.
+    softmax_selection = semi and not optim.discriminator_selects(config)
+    needs_maps = adversary is not None or softmax_selection
     unlabeled_rows = batch["unlabeled_image"].shape[0] if semi else 0
     if semi and unlabeled_rows % k:
         raise ValueError(f"{unlabeled_rows} unlabeled rows per device cannot be cut into {k} "
@@ -156,7 +159,7 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
     if k == 1:  # The forward pass is shared by both players' updates (jax.vjp).
         all_logits, segmentor_vjp = jax.vjp(lambda p: forward(p, batch_rows),
                                             state.segmentor.params)
-    elif adversary is not None:  # Predictions for the adversary, one microbatch at a time.
+    elif needs_maps:  # Predictions for the adversary/selection, one microbatch at a time.
         all_logits = accumulation.map_microbatches(
             lambda part: lax.stop_gradient(forward(state.segmentor.params, part)),
             batch_rows, k, unroll=unroll)
@@ -168,9 +171,17 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
     metrics, finite = {}, {}
     new_adversary = state.adversary
     encoding = config.adversary.encoding
-    if adversary is not None:
+    if needs_maps:  # adversary.label_resolution also sets where self-training selects pixels.
         map_shape = (labels.shape[1:3] if config.adversary.label_resolution == "input"
                      else all_logits.shape[1:3])
+    if semi and needs_maps:
+        # The unlabeled pixels that are image (not crop padding) count; their masks, if the
+        # split has any, are read only by the selection diagnostics below.
+        u_weights = _resize_nearest(batch["unlabeled_valid"].astype(jnp.int32), map_shape) > 0
+        u_map_logits = _resize_bilinear(lax.stop_gradient(all_logits[rows:]), map_shape)
+        batch_rows["unlabeled_weight"] = u_weights
+        u_total = _global_count(u_weights)
+    if adversary is not None:
         small_labels = _resize_nearest(labels, map_shape)
         label_weights = small_labels != IGNORE_LABEL
         small_images = _resize_bilinear(images / 255.0, map_shape)
@@ -183,19 +194,13 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
         adversary_rows = {"small_image": small_images, "real": real, "real_weight": label_weights,
                           "fake_image": small_images, "fake": fake, "fake_weight": label_weights}
         if semi:
-            # The unlabeled pixels that are image (not crop padding) count; their masks, if the
-            # split has any, are read only by the selection diagnostics below.
-            u_weights = _resize_nearest(batch["unlabeled_valid"].astype(jnp.int32),
-                                        map_shape) > 0
             u_images = _resize_bilinear(batch_rows["unlabeled_image"] / 255.0, map_shape)
-            u_map_logits = _resize_bilinear(lax.stop_gradient(all_logits[rows:]), map_shape)
             u_probs = jax.nn.softmax(u_map_logits, axis=-1)
             adversary_rows.update(
                 fake=jnp.concatenate([fake, encodings.encode(encoding, u_probs, u_images)]),
                 fake_image=jnp.concatenate([small_images, u_images]),
                 fake_weight=jnp.concatenate([label_weights, u_weights]))
-            batch_rows.update(unlabeled_small_image=u_images, unlabeled_weight=u_weights)
-            u_total = _global_count(u_weights)
+            batch_rows["unlabeled_small_image"] = u_images
         real_total = _global_count(label_weights)
         fake_total = _global_count(adversary_rows["fake_weight"])
 
@@ -238,13 +243,21 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
     selected_total, selection = None, {}
     if semi and k > 1:
         # Self-training's pixels and their global count, chosen before the accumulation (the
-        # loss is normalised by the count over the whole batch): the updated discriminator on
-        # the stop-gradient predictions, which are the values K = 1 selects from.
-        u_confidence = accumulation.map_microbatches(
-            lambda part: discriminate(part["probs"], part["image"]),
-            {"probs": u_probs, "image": u_images}, k, unroll=unroll)
-        if u_confidence.ndim > 1:
-            selected = losses.self_training_mask(u_confidence, u_weights, config.semi_threshold)
+        # loss is normalised by the count over the whole batch), from the stop-gradient
+        # predictions, which are the values K = 1 selects from: by their softmax, or by the
+        # updated discriminator's verdict on them.
+        selected = None
+        if softmax_selection:
+            selected = losses.softmax_self_training_mask(u_map_logits, u_weights,
+                                                         config.semi_threshold)
+        else:
+            u_confidence = accumulation.map_microbatches(
+                lambda part: discriminate(part["probs"], part["image"]),
+                {"probs": u_probs, "image": u_images}, k, unroll=unroll)
+            if u_confidence.ndim > 1:
+                selected = losses.self_training_mask(u_confidence, u_weights,
+                                                     config.semi_threshold)
+        if selected is not None:
             batch_rows["unlabeled_selected"] = selected
             selected_total = lax.psum(jnp.sum(selected).astype(jnp.float32), DATA)
             selection = {"selected": selected, "targets": jnp.argmax(u_map_logits, axis=-1)}
@@ -256,27 +269,36 @@ def _per_device_train_step(state: state_lib.AdvSegState, batch: dict, *,
             _resize_bilinear(logits, part["label"].shape[1:3]), part["label"], IGNORE_LABEL)
         parts, selection = {"cross_entropy": ce_sum * ce_scale}, {}
         total = parts["cross_entropy"]
-        if adversary is None:
-            return total, (parts, selection)
-        fake_logits = discriminate(jax.nn.softmax(_resize_bilinear(logits, map_shape), axis=-1),
-                                   part["small_image"])
-        parts["adversarial_term"] = _adversarial_term(
-            fake_logits, part["label_weight"], config.adversarial_loss, real_total, k)
-        total = total + optim.adversarial_weight(config, state.step) * parts["adversarial_term"]
+        if adversary is not None:
+            fake_logits = discriminate(
+                jax.nn.softmax(_resize_bilinear(logits, map_shape), axis=-1), part["small_image"])
+            parts["adversarial_term"] = _adversarial_term(
+                fake_logits, part["label_weight"], config.adversarial_loss, real_total, k)
+            total = total + (optim.adversarial_weight(config, state.step)
+                             * parts["adversarial_term"])
         if semi:  # The microbatch's unlabeled rows follow its labeled ones.
             weights = optim.semi_weights(config, state.step)
             u_logits = _resize_bilinear(all_logits[rows // k:], map_shape)
             u_weight = part["unlabeled_weight"]
-            u_fake_logits = discriminate(jax.nn.softmax(u_logits, axis=-1),
-                                         part["unlabeled_small_image"])
-            parts["adversarial_term_unlabeled"] = _adversarial_term(
-                u_fake_logits, u_weight, config.adversarial_loss, u_total, k)
-            total = total + (weights["lambda_adv_unlabeled"]
-                             * parts["adversarial_term_unlabeled"])
-            if u_fake_logits.ndim > 1:  # A confidence map: self-training can select pixels.
-                selected = (losses.self_training_mask(u_fake_logits, u_weight,
-                                                      config.semi_threshold)
-                            if k == 1 else part["unlabeled_selected"])
+            selectable = softmax_selection
+            if adversary is not None:
+                u_fake_logits = discriminate(jax.nn.softmax(u_logits, axis=-1),
+                                             part["unlabeled_small_image"])
+                parts["adversarial_term_unlabeled"] = _adversarial_term(
+                    u_fake_logits, u_weight, config.adversarial_loss, u_total, k)
+                total = total + (weights["lambda_adv_unlabeled"]
+                                 * parts["adversarial_term_unlabeled"])
+                # A confidence map: the discriminator can select pixels.
+                selectable = selectable or u_fake_logits.ndim > 1
+            if selectable:
+                if k > 1:
+                    selected = part["unlabeled_selected"]
+                elif softmax_selection:
+                    selected = losses.softmax_self_training_mask(u_logits, u_weight,
+                                                                 config.semi_threshold)
+                else:
+                    selected = losses.self_training_mask(u_fake_logits, u_weight,
+                                                         config.semi_threshold)
                 ce_semi, count, targets = losses.self_training_cross_entropy(u_logits, selected)
                 if config.lambda_semi > 0:
                     parts["self_training_loss"] = _image_or_pixel_mean(

@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import sys
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
@@ -532,6 +533,49 @@ def plot_eval_curves(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _selection_curves_at(run_dirs: Sequence[str], step: int) -> Dict[str, dict]:
+    """Each criterion's curves at `step`, averaged over the runs that logged them (a precision
+    of an empty selection, null, is left out of its threshold's mean)."""
+    per_criterion: Dict[str, List[dict]] = {}
+    for run_dir in run_dirs:
+        for record in workdir_io.read_eval_history(run_dir):
+            if record["step"] == step and "selection_curves" in record:
+                for name, curves in record["selection_curves"].items():
+                    per_criterion.setdefault(name, []).append(curves)
+    averaged = {}
+    for name, runs in per_criterion.items():
+        precision = np.array([[np.nan if p is None else p for p in c["precision"]] for c in runs])
+        with warnings.catch_warnings():  # A threshold no run selected at: NaN, as meant.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            averaged[name] = {"coverage": np.mean([c["coverage"] for c in runs], axis=0),
+                              "precision": np.nanmean(precision, axis=0), "runs": len(runs)}
+    return averaged
+
+
+def plot_selection_curves(workdir: str, steps: Sequence[int], path: str) -> None:
+    """Precision against coverage of each self-training criterion, one panel per arm, one line
+    per (criterion, step), mean over seeds: which confidence picks right pixels (issue 32)."""
+    variants = [v for v in _variant_order(workdir, workdir_io.read_manifest(workdir))
+                if glob.glob(os.path.join(workdir, v, "seed_*"))]
+    fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(4.2 * max(len(variants), 1), 4),
+                             squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        run_dirs = sorted(glob.glob(os.path.join(workdir, variant, "seed_*")))
+        for j, step in enumerate(steps):
+            for name, curves in _selection_curves_at(run_dirs, step).items():
+                ax.plot(100 * curves["coverage"], 100 * curves["precision"], marker=".",
+                        linestyle="-" if name == "softmax" else "--", color=f"C{j}",
+                        label=f"{name}, step {step} (n={curves['runs']})")
+        ax.set_title(variant)
+        ax.set_xlabel("coverage (% of pixels selected)")
+        ax.set_ylabel("precision (% of selected correct)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_results(workdir: str, revision: Optional[str] = None) -> dict:
     """Writes results.json, results.md, <sweep>_miou.png, class_accuracy.png and
     eval_curves.png into `workdir` (`revision`: see `summarize`)."""
@@ -579,6 +623,9 @@ def main(argv: Sequence[str]) -> None:
         export(workdir, flags.FLAGS.export_dir)
         workdir = flags.FLAGS.export_dir
     summary = write_results(workdir, flags.FLAGS.revision)
+    if flags.FLAGS.selection_steps:
+        plot_selection_curves(workdir, [int(x) for x in flags.FLAGS.selection_steps],
+                              os.path.join(workdir, "selection_curves.png"))
     sys.stdout.write(markdown(summary))
 
 
@@ -589,6 +636,8 @@ def run() -> None:
                         "events or logs (e.g. experiments/results/NAME) and write results there.")
     flags.DEFINE_string("revision", None, "Git revision of the code that made runs without a "
                         "revision.txt (runs that predate it), recorded in results.json.")
+    flags.DEFINE_list("selection_steps", [], "If set (e.g. 900,3600), also plot each arm's "
+                      "selection_curves at these steps into selection_curves.png.")
     flags.mark_flags_as_required(["workdir"])
     cli.run(main, __name__)
 

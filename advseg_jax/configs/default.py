@@ -62,7 +62,18 @@ def get_config() -> ml_collections.ConfigDict:
     # discriminator confidence exceeds semi_threshold, from semi_start_step on. Needs a
     # per-pixel adversary (adversary.name = "fcn").
     config.lambda_semi = 0.0  # Hung et al.: 0.1.
-    config.semi_threshold = 0.2  # Hung et al.'s T_semi.
+    # Who picks L_semi's pixels: "discriminator" (Hung et al.: sigmoid of the fcn adversary's
+    # per-pixel output > semi_threshold) or "softmax" (the segmentor's max softmax >
+    # semi_threshold, FixMatch-style; no discriminator needed, none built when
+    # lambda_adv = lambda_adv_unlabeled = 0). docs/_incoming/semi-selection.md.
+    config.semi_selection = "discriminator"
+    config.semi_threshold = 0.2  # Hung et al.'s T_semi; a softmax threshold lies in (0, 1).
+    # Precision-coverage curves of both criteria at every evaluation, on this split's pixels
+    # (its masks score the selection and never reach a loss). "" = none, no cost.
+    config.selection_curves_split = ""
+    # The thresholds of those curves (>= 10), applied to each criterion's confidence in [0, 1].
+    config.selection_curve_thresholds = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
+                                         0.9, 0.95, 0.99)
     config.semi_start_step = 0  # Hung et al.: 5,000 of 20,000.
     config.dtype = "float32"  # Activations; params and losses stay float32. "bfloat16" on TPU/GPU.
     config.skip_nonfinite_steps = False  # False: stop on a non-finite loss/grad; True: skip it.
