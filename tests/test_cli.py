@@ -1,6 +1,9 @@
 """`cli.with_workdir_config`: a trained run's own config.json stands in for a missing --config."""
 
 import json
+import os
+import subprocess
+import sys
 
 from absl import flags
 import ml_collections
@@ -9,6 +12,8 @@ import pytest
 
 from advseg_jax import cli
 from advseg_jax.configs import default
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_config(argv) -> ml_collections.ConfigDict:
@@ -75,3 +80,17 @@ def test_an_unreadable_config_json_names_the_file(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(Exception, match="config.json"):
         _ = parse_config(["tool", f"--workdir={tmp_path}"]).seed
+
+
+def test_benchmark_reads_the_workdir_s_config_json(tmp_path):
+    """The saved config reaches benchmark's config checks: its (invalid) λ is the one reported,
+    which stops the run before anything is compiled."""
+    config = default.get_config()
+    config.lambda_adv = -1.0
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    result = subprocess.run(
+        [sys.executable, "-m", "advseg_jax.benchmark", f"--workdir={tmp_path}"], cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert result.returncode != 0
+    assert "lambda_adv=-1.0 must be >= 0" in result.stderr, result.stderr[-3000:]
