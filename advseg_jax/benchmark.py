@@ -4,7 +4,8 @@
         --config.input.crop_size='(64,64)' --format=json
 
 Installed, the same flags work as the `advseg-benchmark` console script (a shipped config can
-be named, e.g. `--config=voc`).
+be named, e.g. `--config=voc`). `--workdir=DIR` alone benchmarks a trained run's own
+DIR/config.json.
 
 Steps run on synthetic batches of the config's crop size (so VOC needs no dataset, and
 pretrained weights are skipped: values do not change timings); `input_images_per_s` reads the
@@ -55,8 +56,11 @@ from advseg_jax.data import dataset_info
 from advseg_jax.data import folder_files
 from advseg_jax.data.class_info import IGNORE_LABEL
 
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=False)
+config_flags.DEFINE_config_file("config", None, "Training configuration file (default: "
+                                "--workdir's config.json).", lock_config=False)
+# Read only for its config.json: benchmark the configuration of a run as trained.
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run whose config.json is the "
+                               "config when --config is not given.")
 _FORMAT = flags.DEFINE_enum("format", "json", ["json", "text"], "Output format.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed rounds (one step per variant each); median.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed rounds of steps after compilation.")
@@ -366,7 +370,7 @@ def main(argv: List[str]) -> None:
 
 def run() -> None:
     flags.mark_flags_as_required(["config"])
-    cli.run(main, __name__)
+    cli.run(main, __name__, config_from_workdir=True)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Scores a trained checkpoint on `config.eval_split`, exactly as training's evaluation does.
 
-    python -m advseg_jax.evaluate --config=configs/voc.py --workdir=DIR \\
-        [--step=N|latest|best] [--output=FILE.json] [--config.KEY=VALUE ...]
+    python -m advseg_jax.evaluate --workdir=DIR [--step=N|latest|best] [--output=FILE.json] \\
+        [--config=FILE] [--config.KEY=VALUE ...]
 
 Installed, the same flags work as the `advseg-evaluate` console script (a shipped config can
 be named, e.g. `--config=voc`).
 
-Pass the config and overrides the run was trained with: they define the networks whose
-checkpoint is restored. The scores come from `evaluation.evaluate` over the whole split, the
-function the training loop calls, so they equal the run's eval_results.json at that step.
+The config defines the networks whose checkpoint is restored: without `--config` it is the
+run's own DIR/config.json (overrides apply on top); a `--config` given must match the run's,
+and a checkpoint it cannot restore is reported with the keys that differ. The scores come from
+`evaluation.evaluate` over the whole split, the function the training loop calls, so they
+equal the run's eval_results.json at that step.
 Prints one JSON object to stdout (logs go to stderr) and writes it to --output (default
 DIR/evaluate_<split>_<step>.json).
 """
@@ -161,14 +163,14 @@ def _define_flags() -> None:
                         "default) or 'best' (best by config.best_checkpoint_metric).")
     flags.DEFINE_string("output", None, "JSON file to write (default: "
                         "WORKDIR/evaluate_<split>_<step>.json).")
-    config_flags.DEFINE_config_file("config", None, "The run's training config.",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "The run's training config (default: "
+                                    "--workdir's config.json).", lock_config=True)
     flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run() -> None:
     _define_flags()
-    cli.run(main, __name__)
+    cli.run(main, __name__, config_from_workdir=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from advseg_jax import platforms
 
 # Automatic chunking keeps rows x height x width of a chunk at or under this many input pixels:
-# two 240x320 Stanford images. Measured on the 2-core machine (README, "Speed on CPU"): chunks
+# two 240x320 Stanford images. Measured on the 2-core machine (docs/performance.md): chunks
 # of 2 and of 4 both ran the Stanford step 1.6-6x faster than one chunk of 16; 2 was kept as
 # conv3's kernel gradient ran at 68 % of the matmul rate at 2 rows and 24 % at 4. digit_scenes
 # (32 x 48x48 = 73,728 pixels) and VOC at batch 1 stay in one chunk: their steps are untouched.

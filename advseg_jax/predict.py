@@ -1,10 +1,10 @@
 """Segments JPEG/PNG images with a trained checkpoint: palette masks and overlays.
 
-    python -m advseg_jax.predict --config=configs/voc.py --workdir=DIR \\
-        --input=IMAGE_OR_DIR --output=OUT_DIR [--step=N|latest|best] [--config.KEY=VALUE ...]
+    python -m advseg_jax.predict --workdir=DIR --input=IMAGE_OR_DIR --output=OUT_DIR \\
+        [--step=N|latest|best] [--config=FILE] [--config.KEY=VALUE ...]
 
 Installed, the same flags work as the `advseg-predict` console script (a shipped config can
-be named, e.g. `--config=voc`).
+be named, e.g. `--config=voc`). Without `--config`, the run's own DIR/config.json is the config.
 
 For each image `<stem>.jpg|png`, writes OUT_DIR/<stem>.png (the label map as a palette PNG with
 the dataset's colours — read from its metadata, so a folder dataset's own colours — so it opens
@@ -244,14 +244,14 @@ def _define_flags() -> None:
     flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS,
                          "Images with more pixels (width x height) are skipped, as their "
                          "activations may not fit in memory.")
-    config_flags.DEFINE_config_file("config", None, "The run's training config.",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "The run's training config (default: "
+                                    "--workdir's config.json).", lock_config=True)
     flags.mark_flags_as_required(["config", "workdir", "input", "output"])
 
 
 def run() -> None:
     _define_flags()
-    cli.run(main, __name__)
+    cli.run(main, __name__, config_from_workdir=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Estimated step memory per device for each shipped config, and the microbatch a device of a
-given size would use (README, "Memory"). Compiles only: nothing is run.
+given size would use (docs/performance.md, "Memory"). Compiles only: nothing is run.
 
     python bench/memory_table.py --configs=default,stanford_background,voc --limit_gb=16
 

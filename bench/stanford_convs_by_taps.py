@@ -3,7 +3,7 @@
     python bench/stanford_convs_by_taps.py [--batch=2] [--repeats=5]
 
 Why: on a 2-core Intel Xeon the Stanford step runs at a third of the matmul rate, held by the
-kernel-gradient convolutions of the multi-scale stack (README, "Speed on CPU"). Convolution by
+kernel-gradient convolutions of the multi-scale stack (docs/performance.md). Convolution by
 taps (`advseg_jax/models/exact_taps.py`, one matmul per tap) fixed fc6 there; this measures
 whether it would help the stack's conv1-conv3 (scale 1, at the step's CPU chunk of 2 images).
 Each convolution's value_and_grad of sum(tanh(conv)) in x and w, both implementations and a

@@ -8,7 +8,8 @@ folds of `stanford_background/foldK`, val = fold K) and `class_names.txt`. Image
 archive's JPEG bytes, unchanged. Masks store class c as c + 1 and "unknown" (-1) as 0 when
 `void_label` is 0 (as many datasets' "unlabelled"), or c and `void_label` otherwise; the folder
 dataset maps them back, so it must give exactly the `stanford_background` builder's examples
-(tests/test_folder_real.py checks it). Also the recipe of README "Your own data"'s measurements.
+(tests/test_folder_real.py checks it). Also the recipe of the measurements
+in docs/datasets.md "Your own data".
 """
 
 import argparse

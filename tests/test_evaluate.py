@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
 import pytest
 
 from advseg_jax import evaluate
@@ -114,3 +116,45 @@ def test_wrong_config_names_the_differing_keys(trained):
     config.segmentor.width = 16
     with pytest.raises(evaluate.CheckpointError, match=r"segmentor.width: 16 vs 8"):
         evaluate.restore_params(config, workdir)
+
+
+def _cli(module, *flags) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", f"advseg_jax.{module}", *flags], cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300,
+        check=False)
+
+
+def test_cli_without_config_reads_the_run_s_config_json(trained, tmp_path):
+    """No --config and no overrides repeated: DIR/config.json defines the run (the tiny net of
+    width 8 that the default config's width could not restore)."""
+    _, workdir = trained
+    output = str(tmp_path / "scores.json")
+    result = _cli("evaluate", f"--workdir={workdir}", "--step=2", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-5000:]
+    with open(output) as f:
+        written = json.load(f)
+    expected = _training_eval(workdir, 2)
+    assert written["step"] == 2
+    for key in ("mean_iou", "pixel_accuracy", "per_class_iou"):
+        assert written[key] == expected[key], key
+
+
+def test_predict_cli_without_config_reads_the_run_s_config_json(trained, tmp_path):
+    _, workdir = trained
+    inputs = tmp_path / "photos"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (30, 45, 3), dtype=np.uint8)).save(inputs / "a.png")
+    result = _cli("predict", f"--workdir={workdir}", f"--input={inputs}",
+                  f"--output={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr[-5000:]
+    with Image.open(tmp_path / "out" / "a.png") as mask:
+        assert mask.mode == "P" and mask.size == (45, 30)
+        assert np.asarray(mask).max() < len(class_info.DIGIT_SCENES_CLASSES)
+
+
+def test_cli_without_config_or_config_json_names_the_missing_file(tmp_path):
+    result = _cli("evaluate", f"--workdir={tmp_path}")
+    assert result.returncode != 0
+    assert str(tmp_path / "config.json") in result.stderr

@@ -19,6 +19,7 @@ from advseg_jax import train
 from advseg_jax import train_step as steps
 from advseg_jax.configs import folder as folder_config
 from advseg_jax.data import dataset_info
+import test_cli
 
 COLOURS = {(250, 200, 0): "sun", (0, 90, 0): "forest", (40, 40, 200): "lake"}
 VOID = (0, 0, 0)
@@ -116,3 +117,22 @@ def test_predicted_masks_have_each_image_s_own_size_and_the_user_s_palette(train
             palette = np.asarray(mask.getpalette(), np.uint8).reshape(-1, 3)
             assert [tuple(c) for c in palette[:3]] == list(COLOURS)
             assert np.asarray(mask).max() < 3
+
+
+def test_evaluate_and_predict_without_config_use_the_run_s_config_json(trained, tmp_path):
+    """What `evaluate --workdir=DIR` and `predict --workdir=DIR ...` parse with no --config and
+    none of the run's folder flags: the saved config finds the folder, classes and colours."""
+    _, workdir, record, _ = trained
+    config = test_cli.parse_config(["evaluate", f"--workdir={workdir}"])
+    result = evaluate.evaluate_checkpoint(config, workdir)
+    assert result["class_names"] == list(COLOURS.values())
+    assert result["mean_iou"] == pytest.approx(record["mean_iou"], abs=1e-9)
+    Image.fromarray(np.full((20, 28, 3), 90, np.uint8)).save(tmp_path / "photo.png")
+    config = test_cli.parse_config(["predict", f"--workdir={workdir}"])
+    written, failed = predict.predict_path(config, workdir, str(tmp_path / "photo.png"),
+                                           str(tmp_path / "out"))
+    assert not failed and len(written) == 1
+    with Image.open(tmp_path / "out" / "photo.png") as mask:
+        assert mask.size == (28, 20)
+        palette = np.asarray(mask.getpalette(), np.uint8).reshape(-1, 3)
+        assert [tuple(c) for c in palette[:3]] == list(COLOURS)

@@ -122,3 +122,18 @@ def test_every_command_names_real_programs_flags_and_config_keys(notebook):
                 assert has_key(config, name[len("config."):]), (path, arg)
             else:
                 assert name in allowed, (path, arg, sorted(allowed))
+
+
+def test_install_is_jax_for_tpu_then_the_requirements_as_the_readme_says(notebook):
+    """JAX for the TPU first, then the open requirements (jax>=0.7 keeps it); constraints.txt
+    pins the CPU jaxlib of the test host, which would replace the TPU build, so never here."""
+    installs = [command for command in shell_commands(notebook) if "pip install" in command]
+    order = [next(i for i, c in enumerate(installs) if needle in c)
+             for needle in ('"jax[tpu]"', "-r requirements.txt", "-e .")]
+    assert order == sorted(order), installs
+    assert not any("constraints.txt" in command for command in installs), installs
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    tpu_row = next(line for line in readme.splitlines() if line.startswith("| Cloud TPU VM"))
+    assert 'pip install -U "jax[tpu]"' in tpu_row and "requirements.txt" in tpu_row
+    assert "experiments/colab_tpu.ipynb" in readme

@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     # "non_saturating": λ·BCE(a(x, s(x)), 1), the paper's choice for training.
     # "saturating": −λ·BCE(a(x, s(x)), 0), the original minimax form, for the ablation.
     config.adversarial_loss = "non_saturating"
-    # Semi-supervised training (Hung et al. 2018; README "Semi-supervised adversarial
+    # Semi-supervised training (Hung et al. 2018; docs/ "Semi-supervised adversarial
     # learning"). A split (or slice) of config.dataset streamed beside the labeled batch with
     # its own seeded order; its masks, if any, are never trained on (only the diagnostic of
     # the selected pixels' accuracy reads them). "" = none: no stream, no cost.

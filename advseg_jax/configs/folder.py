@@ -5,7 +5,7 @@ Point it at the data and name the classes; nothing else needs setting:
     python -m advseg_jax.main --config=folder --workdir=runs/mine \\
         --config.folder.root=~/data/mine --config.folder.class_names=classes.txt
 
-The keys of `config.folder` are this interface (README "Your own data" has the layouts, the
+The keys of `config.folder` are this interface (docs/datasets.md has the layouts, the
 examples and what each build error means):
   root             a dataset root in a known layout (VOC-style JPEGImages/ + SegmentationClass/
                    [+ ImageSets/Segmentation/{train,val}.txt], or images/{train,val}/ +
@@ -34,7 +34,7 @@ the eval split and 256 training images, and the paper's two-branch adversary at 
 λ = 0.1 (the Stanford sweep found 0.1 and 0.5 within a point of each other and 2 clearly
 worse: the smaller is the safer guess on data nobody has tuned). `input.eval_size` (0, 0) is
 taken from the largest evaluated image. Measured on the 715 Stanford images as a folder:
-README "Your own data".
+docs/datasets.md "Your own data".
 
 On an accelerator, scale up to the paper's VOC setting (`voc.py`): full resolution
 (`input.image_scale=1.0`, `input.crop_size=(320, 320)` or larger, `input.min_scale=0.5`,

@@ -15,7 +15,7 @@ from it where the cost lies, each line below saying how and why:
     15x20 label maps, not 60x80.
   * λ and the adversary's learning rate are ours, tuned on a held-out fifth of fold 0's training
     images (sweep `stanford_tuning`), never on the test fold.
-Measured cost (2 cores, quiet machine): see README "Stanford Background on real data".
+Measured cost (2 cores, quiet machine): see docs/experiments.md.
 """
 
 import ml_collections

@@ -13,7 +13,7 @@ on the protocol of `stanford_cpu.py` (1/4 resolution, the multi-scale segmentor,
     λ_adv_unlabeled = 0.001, λ_semi = 0.1, T_semi = 0.2, self-training from a quarter of the
     run (their step 5,000 of 20,000); their discriminator optimiser (Adam, lr 1e-4, β1 0.9,
     poly decay). Equal labeled and unlabeled batches, as theirs.
-  * The run length is the protocol's: ~45 minutes for the costliest arm on 2 cores (README).
+  * The run length is the protocol's: ~45 minutes for the costliest arm on 2 cores (docs/).
 The sweep `stanford_semi` (experiments/ablations.py) runs the three arms: supervised on the 72
 only, + adversarial (labeled + unlabeled), + adversarial + self-training.
 """

@@ -4,8 +4,8 @@ Hung et al.'s protocol (BMVC 2018, arXiv 1802.07934) with our VOC segmentor: Dil
 ImageNet VGG16 (`voc.py`; we have no DeepLab-v2 ResNet-101), so the published mIoU (73.6 → 74.9
 with full labels, about 68.8 with 1/8) is a reference, not a target. The labeled fraction is a
 slice of train_aug's fixed record order, the rest its unlabeled stream; the run records both
-id lists in data_splits.json. One command per fraction (README, "Semi-supervised adversarial
-learning"): 1/8 = train_aug[:1323], 1/4 = [:2646], 1/2 = [:5291] of the 10,582 images.
+id lists in data_splits.json. One command per fraction (docs/experiments.md,
+"Semi-supervised"): 1/8 = train_aug[:1323], 1/4 = [:2646], 1/2 = [:5291] of the 10,582 images.
   * Hung et al.'s weights and schedule: λ_adv = 0.01, λ_adv_unlabeled = 0.001, λ_semi = 0.1,
     T_semi = 0.2, self-training from step 5,000 of 20,000; discriminator Adam lr 1e-4, β1 0.9,
     poly decay; the fcn on Basic maps at the labels' resolution.

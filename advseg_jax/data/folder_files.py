@@ -52,7 +52,7 @@ def _first_existing(root: str, names: Sequence[str]) -> str:
 
 
 def detect_layout(root: str) -> Directories:
-    """The directories of a dataset root in one of the layouts the README lists.
+    """The directories of a dataset root in one of the layouts docs/datasets.md lists.
 
     VOC: JPEGImages/ + SegmentationClass/ (+ ImageSets/Segmentation/{train,val}.txt); or
     images/ + masks/ (or annotations/), each either flat or split in train|training and

@@ -5,7 +5,7 @@ map of a 320x320 crop, 31 % of its tap-pixel products read the SAME padding; on 
 of a 64x64 crop, 92 %. XLA's cost model counts only the products that meet the image, but
 XLA:CPU's convolution computes them all. Written as one matmul per tap over the output
 rectangle that the tap actually reaches, summed, the convolution does only the counted work.
-Measured on the 2-core machine (README, "Speed on CPU"), fc6's forward and backward passes
+Measured on the 2-core machine (docs/performance.md), fc6's forward and backward passes
 took 5.8 s instead of 9.2 s at 40x40 and 0.22 s instead of 1.34 s at 8x8; on conv5 (3x3,
 dilation 2, 3 % padding) the same rewrite was 5 % slower, hence the automatic rule below.
 
