@@ -18,6 +18,17 @@ from advseg_jax import configs
 _HELP_FLAGS = ("-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
 
+def hide_accelerators_from_tensorflow() -> None:
+    """Keeps an already imported TensorFlow (tf.data, TFDS) off the GPUs JAX uses.
+
+    TensorFlow is never imported for this: where it is absent (JAX accelerator images) or
+    not loaded, nothing of it can claim a device. Call it before anything runs on TensorFlow.
+    """
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is not None:
+        tensorflow.config.set_visible_devices([], "GPU")
+
+
 def run(main: Callable[[Sequence[str]], None], module_name: str) -> None:
     """`app.run(main)` for the CLI module `module_name` (pass the module's `__name__`)."""
     if module_name != "__main__":  # A console script: adopt the module's help and flags.
