@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 from absl import logging
@@ -349,7 +348,7 @@ def main(argv: List[str]) -> None:
         raise app.UsageError(f"--peak_flops={_PEAK_FLOPS.value} must be > 0.")
     try:
         config = config_checks.config_from_flag(flags.FLAGS)
-        tf.config.set_visible_devices([], "GPU")
+        cli.hide_accelerators_from_tensorflow()
         distributed.initialize(None, None, None)
         config = dataset_info.with_num_classes(config)
         config_checks.validate_config(config)

@@ -22,6 +22,17 @@ _SAVED_RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(configs.__file_
                                  "_saved_run.py")
 
 
+def hide_accelerators_from_tensorflow() -> None:
+    """Keeps an already imported TensorFlow (tf.data, TFDS) off the GPUs JAX uses.
+
+    TensorFlow is never imported for this: where it is absent (JAX accelerator images) or
+    not loaded, nothing of it can claim a device. Call it before anything runs on TensorFlow.
+    """
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is not None:
+        tensorflow.config.set_visible_devices([], "GPU")
+
+
 def _flag_value(argv: Sequence[str], name: str):
     """The value of `--name=VALUE` or `--name VALUE` in `argv` (the last one), else None."""
     value = None

@@ -29,7 +29,6 @@ from absl import logging  # noqa: E402
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from advseg_jax import checkpointing  # noqa: E402
 from advseg_jax import cli  # noqa: E402
@@ -123,7 +122,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    tf.config.set_visible_devices([], "GPU")  # tf.data only: keep TensorFlow off accelerators.
+    cli.hide_accelerators_from_tensorflow()
     try:
         step = checkpointing.parse_step(FLAGS.step)
     except ValueError as error:

@@ -11,7 +11,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax
-import tensorflow as tf
 from absl import app
 from absl import flags
 from absl import logging
@@ -62,8 +61,7 @@ def main(argv):
     try:
         config = config_checks.config_from_flag(flags.FLAGS)
         compilation_cache.configure(config.compilation_cache_dir)  # Before any compilation.
-        # tf.data only: keep TensorFlow off the accelerators JAX uses.
-        tf.config.set_visible_devices([], "GPU")
+        cli.hide_accelerators_from_tensorflow()
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
                      jax.__version__, jax.process_index(), jax.process_count(),

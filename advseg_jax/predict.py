@@ -44,10 +44,8 @@ from advseg_jax import cli  # noqa: E402
 from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import evaluate  # noqa: E402
 from advseg_jax import models  # noqa: E402
-from advseg_jax.data import augment  # noqa: E402
 from advseg_jax.data import dataset_info  # noqa: E402
 from advseg_jax.data import folder_files  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _SIZE_MULTIPLE = 32  # >= every segmentor's output stride (Dilated-8: 8; digit_net: 2).
@@ -91,13 +89,45 @@ def read_image(path: str) -> np.ndarray:
         raise InputError(f"Cannot read image {path!r}: {error}") from error
 
 
+def _axis_samples(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(low, high, frac) of output pixels 0..out_size-1 on an axis resized in_size → out_size.
+
+    Half-pixel centres in float32, clamped at the edges: the arithmetic of evaluation's
+    rescaling and of `tf.image.resize(..., "bilinear")`, so predictions see the images that
+    evaluation scored, to the bit.
+    """
+    ratio = np.float32(in_size) / np.float32(out_size)
+    source = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * ratio - np.float32(0.5)
+    floor = np.floor(source)
+    low = np.clip(floor.astype(np.int64), 0, in_size - 1)
+    high = np.clip(np.ceil(source).astype(np.int64), 0, in_size - 1)
+    return low, high, (source - floor).astype(np.float32)
+
+
+def resize_bilinear(values: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """float32 [H, W, C] → [size[0], size[1], C], bilinear (rows, then columns; no antialias)."""
+    values = np.asarray(values, np.float32)
+    for axis, out_size in enumerate(size):
+        low, high, frac = _axis_samples(values.shape[axis], out_size)
+        frac = frac.reshape((-1, 1, 1) if axis == 0 else (1, -1, 1))
+        low, high = np.take(values, low, axis=axis), np.take(values, high, axis=axis)
+        values = low + frac * (high - low)  # Exactly `low` where frac == 0.
+    return values
+
+
 def rescaled(image: np.ndarray, scale: float) -> np.ndarray:
-    """`image` rescaled by `scale` through evaluation's own sampling (`augment.rescale`)."""
+    """uint8 `image` rescaled by `scale` (size rounded half to even, at least 1 pixel).
+
+    Bilinear, rounded back to uint8: evaluation's sampling of `input.image_scale`, so the model
+    sees objects at the scale it was trained and evaluated on.
+    """
     if scale == 1.0:
         return image
-    mask = tf.zeros((*image.shape[:2], 1), tf.uint8)
-    scaled, _ = augment.rescale(tf.constant(image), mask, scale)
-    return scaled.numpy()
+    if scale <= 0:
+        raise ValueError(f"input.image_scale must be > 0, got {scale}.")
+    size = np.maximum(np.round(np.float32(image.shape[:2]) * np.float32(scale)), 1)
+    scaled = resize_bilinear(image, (int(size[0]), int(size[1])))
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def make_predict_fn(config: ml_collections.ConfigDict,
@@ -126,7 +156,7 @@ def make_predict_fn(config: ml_collections.ConfigDict,
         padded[:small_height, :small_width] = small
         scores = np.asarray(scores_of(params, padded))[:small_height, :small_width]
         if (small_height, small_width) != (height, width):  # Back to the input's own size.
-            scores = tf.image.resize(scores, (height, width), "bilinear").numpy()
+            scores = resize_bilinear(scores, (height, width))
         return np.argmax(scores, axis=-1).astype(np.uint8)
 
     return predict

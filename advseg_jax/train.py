@@ -18,8 +18,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
-from clu import periodic_actions
 from jax.experimental import multihost_utils
 
 from advseg_jax import checkpointing
@@ -29,8 +27,10 @@ from advseg_jax import device_prefetch
 from advseg_jax import dicts
 from advseg_jax import evaluation
 from advseg_jax import input_pipeline
+from advseg_jax import metric_writer
 from advseg_jax import sharding
 from advseg_jax import optim
+from advseg_jax import progress
 from advseg_jax import selection_curves
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
@@ -276,7 +276,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
     best = checkpointing.BestTracker(config, workdir)
     checkpoints = checkpointing.manager(workdir, config)
     state = _restore(config, workdir, checkpoints, mesh)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = metric_writer.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     start_step = int(state.step)
     logging.info("Starting at step %d of %d on %d devices (%d processes).", start_step,
                  config.num_train_steps, jax.device_count(), jax.process_count())
@@ -296,7 +296,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
         _track_best(best, checkpoints, start_step, record)
     batches = device_prefetch.Prefetcher(
         _device_batches(config, builder, workdir, start_step, mesh), _DEVICE_PREFETCH_DEPTH)
-    report_progress = periodic_actions.ReportProgress(
+    report_progress = progress.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
     pending = device_metrics.StepMetrics(config.log_every_steps)

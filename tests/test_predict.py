@@ -145,3 +145,50 @@ def test_cli_writes_the_good_images_and_exits_1_naming_the_bad_one(checkpointed,
     assert "skipped 2 of 4 images" in result.stderr
     assert "c.png" in result.stderr.split("skipped 2 of 4")[-1]
     assert "d.jpg" in result.stderr.split("skipped 2 of 4")[-1]
+
+
+def _interpolation_matrix(in_size, out_size):
+    """[out, in] weights of half-pixel bilinear resampling, clamped at the edges (float64)."""
+    weights = np.zeros((out_size, in_size))
+    for out in range(out_size):
+        source = (out + 0.5) * in_size / out_size - 0.5
+        below = int(np.floor(source))
+        fraction = source - below
+        weights[out, min(max(below, 0), in_size - 1)] += 1 - fraction
+        weights[out, min(max(below + 1, 0), in_size - 1)] += fraction
+    return weights
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.37, 1.6])
+def test_rescaled_is_bilinear_resampling_of_the_whole_image(scale):
+    image = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    result = predict.rescaled(image, scale)
+    height, width = round(37 * scale), round(53 * scale)
+    assert result.shape == (height, width, 3) and result.dtype == np.uint8
+    rows, cols = _interpolation_matrix(37, height), _interpolation_matrix(53, width)
+    expected = np.einsum("ij,jkc,lk->ilc", rows, image.astype(np.float64), cols)
+    difference = np.abs(result.astype(int) - np.round(expected))
+    assert difference.max() <= 1  # float32 vs float64 at .5 rounding boundaries only.
+    assert np.mean(difference == 0) > 0.99
+
+
+def test_rescaled_matches_evaluation_s_tensorflow_rescale_exactly():
+    """Until the input pipeline drops TensorFlow, evaluation rescales with data/augment.py."""
+    tf = pytest.importorskip("tensorflow")
+    from advseg_jax.data import augment
+    image = np.random.default_rng(4).integers(0, 256, (61, 45, 3), dtype=np.uint8)
+    for scale in (0.5, 0.37, 1.6):
+        expected, _ = augment.rescale(tf.constant(image), tf.zeros((61, 45, 1), tf.uint8), scale)
+        np.testing.assert_array_equal(predict.rescaled(image, scale), expected.numpy())
+
+
+@pytest.mark.parametrize("size", [(70, 41), (13, 9)])
+def test_resize_bilinear_of_scores_matches_jax_image_resize(size):
+    scores = np.random.default_rng(5).normal(size=(29, 17, 4)).astype(np.float32)
+    expected = jax.image.resize(scores, (*size, 4), "bilinear", antialias=False)
+    np.testing.assert_allclose(predict.resize_bilinear(scores, size), expected, atol=1e-5)
+
+
+def test_rescaled_refuses_a_scale_that_is_not_positive():
+    with pytest.raises(ValueError, match="input.image_scale must be > 0, got 0"):
+        predict.rescaled(np.zeros((4, 4, 3), np.uint8), 0.0)
