@@ -261,3 +261,19 @@ def example_ids(builder, split: str) -> List[str]:
     source = builder.as_data_source(split=split, decoders=skip)
     names = (source[i]["image/filename"] for i in range(len(source)))
     return [name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in names]
+
+
+def get_builder(config: ml_collections.ConfigDict):
+    """The builder of `config.dataset`, prepared as array_record in `config.data_dir` on first
+    use (by process 0; the others wait)."""
+    from advseg_jax.data import builder_io
+    from advseg_jax.data import dataset_info
+    import tensorflow_datasets as tfds
+    manual_dir = config.get("manual_dir") or None
+    if jax.process_index() == 0:
+        builder_io.prepare(dataset_info.builder(config, _ARRAY_RECORD), config.data_dir,
+                           tfds.download.DownloadConfig(manual_dir=manual_dir))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("advseg_jax dataset prepared")
+    return dataset_info.builder(config, _ARRAY_RECORD)
