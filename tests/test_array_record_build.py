@@ -53,8 +53,13 @@ _BUILD_AND_READ = _WITHOUT_TF + textwrap.dedent("""
     config.input.image_scale = 1.0
     batches = list(grain_pipeline.eval_iterator(config, source, process_index=0,
                                                 process_count=1))
+    cached = grain_pipeline.data_source(builder, "validation", cache_decoded=True)
+    cached_batches = list(grain_pipeline.eval_iterator(config, cached, process_index=0,
+                                                       process_count=1))
     np.savez(sys.argv[2], ids=grain_pipeline.example_ids(builder, "validation"),
              labels=np.concatenate([b["label"] for b in batches]),
+             cached_labels=np.concatenate([b["label"] for b in cached_batches]),
+             cached_type=type(cached).__name__,
              file_format=str(builder.info.file_format.value),
              tensorflow=[m for m in sys.modules if m.split(".")[0] == "tensorflow"])
 """)
@@ -98,6 +103,8 @@ def test_array_record_builds_and_reads_without_tensorflow(folder, tmp_path):
     assert str(read["file_format"]) == "array_record"
     assert read["tensorflow"].size == 0
     ids = read["ids"].tolist()
+    assert str(read["cached_type"]) == "list"  # Decoded once, held in host memory.
+    np.testing.assert_array_equal(read["cached_labels"], read["labels"])
     assert len(ids) == 3 and (read["labels"][3] == 255).all()  # 2 batches of 2: one pad row.
     np.testing.assert_array_equal(read["labels"][:3], np.stack([masks[name] for name in ids]))
 
@@ -119,3 +126,34 @@ def test_encode_png_is_lossless():
         np.testing.assert_array_equal(decoded.reshape(array.shape), array)
     with pytest.raises(ValueError, match="uint8"):
         builder_io.encode_png(np.zeros((2, 2), np.int32))
+
+
+def test_benchmark_times_the_grain_pipeline_on_an_array_record_dataset(folder, tmp_path):
+    from advseg_jax import benchmark
+    root, _ = folder
+    config = _config(root, tmp_path / "tfds")
+    config.batch_size, config.input.crop_size = 2, (8, 8)
+    config.input.cache_decoded = True
+    grain_pipeline.get_builder(config)
+    figures = benchmark.measure_input(config, batches=2)
+    assert figures["input_pipeline"] == "grain" and figures["input_reason"] is None
+    assert figures["input_images_per_s"] > 0
+    assert figures["input_images_per_s_per_core"] == pytest.approx(
+            figures["input_images_per_s"] / figures["input_host_cores"])
+
+
+def test_two_workers_read_the_tfds_source_as_the_training_process_does(folder, tmp_path):
+    root, _ = folder
+    config = _config(root, tmp_path / "tfds")
+    config.batch_size, config.input.crop_size = 2, (8, 8)
+    config.input.min_scale, config.input.max_scale = 0.5, 1.5
+    source = grain_pipeline.data_source(grain_pipeline.get_builder(config), "train")
+    batches = {}
+    for workers in (0, 2):
+        config.input.num_workers = workers
+        iterator = grain_pipeline.train_iterator(config, source, start_step=2, process_index=0,
+                                                 process_count=1)
+        batches[workers] = [next(iterator) for _ in range(3)]
+    for in_process, from_workers in zip(batches[0], batches[2]):
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(in_process[key], from_workers[key])
