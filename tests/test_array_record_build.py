@@ -157,3 +157,27 @@ def test_two_workers_read_the_tfds_source_as_the_training_process_does(folder, t
     for in_process, from_workers in zip(batches[0], batches[2]):
         for key in ("image", "label"):
             np.testing.assert_array_equal(in_process[key], from_workers[key])
+
+
+def test_largest_image_reads_array_record_headers(tmp_path):
+    from advseg_jax import config_checks
+    root = tmp_path / "folder"
+    for directory in ("images", "masks"):
+        os.makedirs(root / directory)
+    sizes = [(10, 14), (16, 9), (12, 12)]
+    for index, (height, width) in enumerate(sizes):
+        Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(
+                root / "images" / f"s{index}.jpg")
+        Image.fromarray(np.zeros((height, width), np.uint8)).save(
+                root / "masks" / f"s{index}.png")
+    config = _config(root, tmp_path / "tfds")
+    config.folder.eval_fraction = 0.4
+    builder = grain_pipeline.get_builder(config)
+    assert str(builder.info.file_format.value) == "array_record"
+    for split in ("train", "validation"):
+        record_sizes = [sizes[int(name[1])] for name in grain_pipeline.example_ids(builder,
+                                                                                    split)]
+        for count in (None, 1):
+            chosen = record_sizes[:count]
+            assert config_checks.largest_image(builder, split, count) == (
+                    max(h for h, _ in chosen), max(w for _, w in chosen)), (split, count)
