@@ -188,3 +188,18 @@ def test_refuses_a_tfrecord_dataset_saying_how_to_rebuild():
 
     with pytest.raises(ValueError, match="Rebuild it: delete /data/digit_scenes/1.0.0"):
         grain_pipeline.data_source(_Builder(), "train")
+
+
+def test_unlabeled_resume_and_two_processes_match_the_uninterrupted_stream(config):
+    config.unlabeled_batch_size = 2
+    source = _source()
+    whole = _take(grain_pipeline.unlabeled_iterator(config, source, process_index=0,
+                                                    process_count=1), 5)
+    resumed = _take(grain_pipeline.unlabeled_iterator(config, source, start_step=3,
+                                                      process_index=0, process_count=1), 2)
+    _assert_same(resumed, whole[3:])
+    second = _take(grain_pipeline.unlabeled_iterator(config, source, process_index=1,
+                                                     process_count=2), 5)
+    for step in range(5):
+        for key, value in second[step].items():
+            np.testing.assert_array_equal(value[0], whole[step][key][1])
