@@ -297,6 +297,9 @@ def largest_image(builder: tfds.core.DatasetBuilder, split: str,
     shape = builder.info.features["image"].shape
     if shape[0] is not None and shape[1] is not None:
         return int(shape[0]), int(shape[1])
+    file_format = str(getattr(builder.info.file_format, "value", builder.info.file_format))
+    if file_format == "array_record":
+        return _largest_encoded_image(builder, split, num_examples)
     feature = builder.info.features["image"]
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             decoders={"image": tfds.decode.SkipDecoding()},
@@ -315,6 +318,21 @@ def largest_image(builder: tfds.core.DatasetBuilder, split: str,
     for shapes in tfds.as_numpy(ds):
         largest = np.maximum(largest, shapes.max(axis=0))
     return int(largest[0]), int(largest[1])
+
+
+def _largest_encoded_image(builder: tfds.core.DatasetBuilder, split: str,
+                           num_examples: Optional[int]) -> Tuple[int, int]:
+    """`largest_image` of an array_record split without TensorFlow: PIL reads each encoded
+    image's header only (random access, no decoding)."""
+    import io
+    from PIL import Image
+    source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    count = min(len(source), num_examples) if num_examples else len(source)
+    largest = (0, 0)
+    for index in range(count):
+        with Image.open(io.BytesIO(source[index]["image"])) as image:
+            largest = (max(largest[0], image.height), max(largest[1], image.width))
+    return largest
 
 
 def _evaluated_splits(config: ml_collections.ConfigDict) -> List[Tuple[str, Optional[int]]]:

@@ -8,7 +8,6 @@ position). Evaluation splits the data per process, pads every image to `input.ev
 pixel mask, and pads the batch count so all processes run the same number of eval steps.
 """
 
-import hashlib
 from typing import Iterator, List, Optional
 
 import jax
@@ -21,6 +20,7 @@ from advseg_jax.data import augment
 from advseg_jax.data import builder_io
 from advseg_jax.data import dataset_info
 from advseg_jax.data.class_info import IGNORE_LABEL
+from advseg_jax.grain_pipeline import stream_seed
 
 _SKIP_DECODING = {"image": tfds.decode.SkipDecoding(),
                   "segmentation_mask": tfds.decode.SkipDecoding()}
@@ -105,13 +105,6 @@ def _augmented_stream(config: ml_collections.ConfigDict, builder: tfds.core.Data
 _HIDDEN_VOID = 254
 # Offsets the unlabeled stream's augmentation seeds from the labeled stream's record positions.
 _UNLABELED_POSITION_OFFSET = 2 ** 40
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """A seed of its own for `stream`, derived from `config.seed`: orders that do not mirror
-    the labeled stream's, and the same on every machine (no Python hash randomisation)."""
-    digest = hashlib.sha256(f"{seed}/{stream}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "little")
 
 
 def unlabeled_iterator(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,

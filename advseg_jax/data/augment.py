@@ -12,15 +12,7 @@ from typing import NamedTuple, Sequence, Tuple
 
 import tensorflow as tf
 
-
-def _check_args(crop_size: Sequence[int], fill_rgb: Sequence[int], min_scale: float,
-                max_scale: float) -> None:
-    if len(crop_size) != 2 or min(crop_size) < 1:
-        raise ValueError(f"crop_size must be (height, width) >= 1, got {crop_size}.")
-    if len(fill_rgb) != 3 or not all(0 <= v <= 255 for v in fill_rgb):
-        raise ValueError(f"fill_rgb must be 3 values in [0, 255], got {fill_rgb}.")
-    if not 0 < min_scale <= max_scale:
-        raise ValueError(f"Need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}.")
+from advseg_jax.data.augment_np import check_args as _check_args
 
 
 class _AxisGrid(NamedTuple):

@@ -21,7 +21,7 @@ import socket
 import tarfile
 import urllib.parse
 import zipfile
-from typing import Dict, Iterable, Mapping, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from absl import logging
 import numpy as np
@@ -161,22 +161,52 @@ def prepare(builder: tfds.core.DatasetBuilder, data_dir: str,
         raise
 
 
-def read_rgb_image(path: epath.Path) -> Tuple[Union[bytes, np.ndarray], Tuple[int, int]]:
-    """(what to store in a JPEG `tfds.features.Image`, (height, width)) of an image file.
+# TensorFlow's encode_jpeg quality, used by TFDS when builders yielded arrays.
+_JPEG_QUALITY = 95
 
-    An RGB JPEG is stored as its original bytes, so it is not recompressed; anything else
-    (greyscale, CMYK) is converted to an RGB array that TFDS encodes.
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W], [H, W, 1] or [H, W, 3] array, encoded with PIL.
+
+    Builders yield encoded bytes rather than arrays: TFDS encodes arrays with TensorFlow, bytes
+    it stores as they are, so building needs no TensorFlow. PNG is lossless: the decoded
+    array is the one given.
     """
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"encode_png needs uint8, got {array.dtype}.")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_rgb_image(path: epath.Path, encoding: str = "jpeg") -> Tuple[bytes, Tuple[int, int]]:
+    """(bytes to store in a `tfds.features.Image` of `encoding`, (height, width)) of an image.
+
+    A file already RGB in that encoding is stored as its original bytes (a JPEG is not
+    recompressed); anything else (greyscale, CMYK, palette) is converted to RGB and encoded by
+    PIL: PNG losslessly, JPEG at quality 95 (TensorFlow's encoder, which TFDS used before), so
+    building needs no TensorFlow.
+    """
+    if encoding not in ("jpeg", "png"):
+        raise ValueError(f"Image encoding must be 'jpeg' or 'png', got {encoding!r}.")
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # Decodes everything: a truncated or corrupt file fails here.
             size = (image.height, image.width)
-            if image.format == "JPEG" and image.mode == "RGB":
+            if image.format == encoding.upper() and image.mode == "RGB":
                 return data, size
-            return np.asarray(image.convert("RGB")), size
+            rgb = image.convert("RGB")
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ...
         raise ValueError(f"Cannot decode image {path}: {error}") from error
+    if encoding == "png":
+        return encode_png(np.asarray(rgb)), size
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=_JPEG_QUALITY)
+    return buffer.getvalue(), size
 
 
 def read_index_png(path: epath.Path) -> np.ndarray:

@@ -17,16 +17,24 @@ from advseg_jax.data import class_info
 from advseg_jax.data import segmentation_folder
 
 
-def builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-    """The (possibly not yet prepared) builder of `config.dataset` in `config.data_dir`."""
+def builder(config: ml_collections.ConfigDict,
+            file_format: Optional[str] = None) -> tfds.core.DatasetBuilder:
+    """The (possibly not yet prepared) builder of `config.dataset` in `config.data_dir`.
+
+    `file_format`: what a build writes ("array_record" for the TensorFlow-free Grain pipeline;
+    None: TFDS's default, TFRecord, for the tf.data pipeline). A dataset already prepared keeps
+    the format it was written in.
+    """
+    kwargs = {"file_format": file_format} if file_format else {}
     import advseg_jax.data  # noqa: F401  (registers our builders)
     if config.dataset == segmentation_folder.NAME:
         if "folder" not in config:
             raise ValueError(f"dataset={config.dataset!r} is configured by config.folder, which "
                              "this config lacks; start from --config=folder.")
         return segmentation_folder.SegmentationFolder(
-            config=segmentation_folder.builder_config(config.folder), data_dir=config.data_dir)
-    return tfds.builder(config.dataset, data_dir=config.data_dir)
+            config=segmentation_folder.builder_config(config.folder), data_dir=config.data_dir,
+            **kwargs)
+    return tfds.builder(config.dataset, data_dir=config.data_dir, **kwargs)
 
 
 def _metadata(dataset: tfds.core.DatasetBuilder) -> dict:

@@ -17,6 +17,7 @@ from typing import Iterator, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from advseg_jax.data import builder_io
 from advseg_jax.data import class_info
 
 IMAGE_SIZE = 48
@@ -117,4 +118,7 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
         for i in range(_SPLIT_SIZES[split]):
             image, mask = make_scene(images[pool], digits.target[pool], rng)
             name = f"{split}_{i:05d}"
-            yield name, {"image": image, "segmentation_mask": mask, "image/filename": name}
+            # Encoded here (PIL, lossless) so that building needs no TensorFlow.
+            yield name, {"image": builder_io.encode_png(image),
+                         "segmentation_mask": builder_io.encode_png(mask),
+                         "image/filename": name}

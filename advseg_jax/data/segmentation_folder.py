@@ -189,16 +189,19 @@ class SegmentationFolder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, pairs: Sequence[Pair]) -> Iterator[Tuple[str, dict]]:
         decoder = self.decoder
         for pair in pairs:
-            image, size = builder_io.read_rgb_image(epath.Path(pair.image))
+            image, size = builder_io.read_rgb_image(epath.Path(pair.image),
+                                                    self.builder_config.image_encoding)
             labels = decoder.decode(pair.mask)
             builder_io.check_same_size(size, labels, pair.image, pair.mask)
-            yield pair.stem, {"image": image, "segmentation_mask": labels[..., None],
+            yield pair.stem, {"image": image, "segmentation_mask": builder_io.encode_png(labels),
                               "image/filename": pair.stem + os.path.splitext(pair.image)[1]}
 
     def _generate_unlabeled(self, images: Sequence[Tuple[str, str]]
                             ) -> Iterator[Tuple[str, dict]]:
         for stem, path in images:
-            image, (height, width) = builder_io.read_rgb_image(epath.Path(path))
+            image, (height, width) = builder_io.read_rgb_image(
+                    epath.Path(path), self.builder_config.image_encoding)
             yield stem, {"image": image,
-                         "segmentation_mask": np.full((height, width, 1), IGNORE_LABEL, np.uint8),
+                         "segmentation_mask": builder_io.encode_png(
+                                 np.full((height, width), IGNORE_LABEL, np.uint8)),
                          "image/filename": stem + os.path.splitext(path)[1]}

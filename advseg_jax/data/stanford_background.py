@@ -125,6 +125,6 @@ class StanfordBackground(tfds.core.GeneratorBasedBuilder):
             builder_io.check_same_size(size, labels, image_path, labels_path)
             yield image_id, {
                     "image": image,
-                    "segmentation_mask": labels[..., None],
+                    "segmentation_mask": builder_io.encode_png(labels.astype(np.uint8)),
                     "image/filename": f"{image_id}.jpg",
             }

@@ -144,6 +144,6 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
             builder_io.check_same_size(size, labels, image_path, mask_path)
             yield image_id, {
                     "image": image,
-                    "segmentation_mask": labels.astype(np.uint8)[..., None],
+                    "segmentation_mask": builder_io.encode_png(labels.astype(np.uint8)),
                     "image/filename": f"{image_id}.jpg",
             }

@@ -1,0 +1,151 @@
+"""Per-example training augmentation and evaluation padding in numpy, for the Grain pipeline.
+
+The same semantics and the same sampling grid as `augment.py` (the tf.data version), with no
+TensorFlow: an example's augmentation is a pure function of (example, seed, position), drawn
+from `numpy.random.default_rng([seed, position])`, so a resumed run, any number of processes
+and any number of input workers produce the very same crops.
+
+Draws, in this order, from that generator: the scale s ~ U[min_scale, max_scale), the crop's
+top row and left column (uniform integers over the valid placements of the padded image), and
+the flip (u ~ U[0, 1) < 1/2; drawn even when flipping is off, so turning it on changes nothing
+else). Only the crop's pixels are computed, sampled from the source on one grid for image and
+mask, with half-pixel centres as `tf.image.resize` (image bilinear, mask nearest).
+"""
+
+from typing import NamedTuple, Sequence, Tuple
+
+import numpy as np
+
+
+
+def check_args(crop_size: Sequence[int], fill_rgb: Sequence[int], min_scale: float,
+               max_scale: float) -> None:
+    """Raises, naming the value, on augmentation settings that cannot be applied."""
+    if len(crop_size) != 2 or min(crop_size) < 1:
+        raise ValueError(f"crop_size must be (height, width) >= 1, got {crop_size}.")
+    if len(fill_rgb) != 3 or not all(0 <= v <= 255 for v in fill_rgb):
+        raise ValueError(f"fill_rgb must be 3 values in [0, 255], got {fill_rgb}.")
+    if not 0 < min_scale <= max_scale:
+        raise ValueError(f"Need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}.")
+
+
+class CropDraw(NamedTuple):
+    """The random choices of one example's augmentation."""
+    scale: np.float32
+    top: int
+    left: int
+    flip: bool
+
+
+def scaled_size(size: Tuple[int, int], scale: float) -> Tuple[int, int]:
+    """round(size · scale), at least 1, in float32 as the tf.data version computes it."""
+    scaled = np.round(np.asarray(size, np.float32) * np.float32(scale))
+    return tuple(int(v) for v in np.maximum(scaled, 1).astype(np.int64))
+
+
+def draw_crop(rng: np.random.Generator, size: Tuple[int, int], crop_size: Sequence[int],
+              min_scale: float, max_scale: float) -> CropDraw:
+    """The scale, crop corner and flip of an image of `size` (h, w), in the documented order."""
+    scale = np.float32(rng.uniform(min_scale, max_scale))
+    scaled = scaled_size(size, scale)
+    padded = (max(scaled[0], crop_size[0]), max(scaled[1], crop_size[1]))
+    top = int(rng.integers(0, padded[0] - crop_size[0] + 1))
+    left = int(rng.integers(0, padded[1] - crop_size[1] + 1))
+    flip = bool(rng.random() < 0.5)
+    return CropDraw(scale, top, left, flip)
+
+
+class _AxisGrid(NamedTuple):
+    nearest: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    frac: np.ndarray
+
+
+def _axis_grid(start: int, count: int, in_size: int, out_size: int) -> _AxisGrid:
+    """Source sampling of output pixels [start, start + count) of an axis rescaled
+    in_size → out_size (float32, half-pixel centres: resizing then cropping)."""
+    ratio = np.float32(in_size) / np.float32(out_size)
+    centre = (np.arange(start, start + count).astype(np.float32) + np.float32(0.5)) * ratio
+    nearest = np.minimum(np.floor(centre).astype(np.int64), in_size - 1)
+    source = centre - np.float32(0.5)
+    floor = np.floor(source)
+    low = np.clip(floor.astype(np.int64), 0, in_size - 1)
+    high = np.clip(np.ceil(source).astype(np.int64), 0, in_size - 1)
+    return _AxisGrid(nearest, low, high, (source - floor).astype(np.float32))
+
+
+def _bilinear(image: np.ndarray, rows: _AxisGrid, cols: _AxisGrid) -> np.ndarray:
+    def lerp(low, high, frac):
+        low, high = low.astype(np.float32), high.astype(np.float32)
+        return low + frac * (high - low)  # Exactly `low` when frac == 0: identity at scale 1.
+
+    image = lerp(image[rows.low], image[rows.high], rows.frac[:, None, None])
+    image = lerp(image[:, cols.low], image[:, cols.high], cols.frac[None, :, None])
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def apply_crop(image: np.ndarray, mask: np.ndarray, draw: CropDraw, *,
+               crop_size: Sequence[int], random_flip: bool, ignore_label: int,
+               fill_rgb: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """uint8 image [ch, cw, 3] and mask [ch, cw, 1] of `draw` applied to image [H, W, 3] and
+    mask [H, W, 1]: rescale, pad bottom/right (image with `fill_rgb`, mask with
+    `ignore_label`), crop at (top, left), flip if `draw.flip` and `random_flip`."""
+    crop_h, crop_w = int(crop_size[0]), int(crop_size[1])
+    size = image.shape[:2]
+    scaled = scaled_size(size, draw.scale)
+    rows = _axis_grid(draw.top, max(0, min(crop_h, scaled[0] - draw.top)), size[0], scaled[0])
+    cols = _axis_grid(draw.left, max(0, min(crop_w, scaled[1] - draw.left)), size[1],
+                      scaled[1])
+    both = np.empty((crop_h, crop_w, 4), np.uint8)
+    both[...] = np.asarray(list(fill_rgb) + [ignore_label], np.uint8)
+    inside_h, inside_w = len(rows.low), len(cols.low)
+    both[:inside_h, :inside_w, :3] = _bilinear(image, rows, cols)
+    both[:inside_h, :inside_w, 3:] = mask[rows.nearest][:, cols.nearest]
+    if random_flip and draw.flip:
+        both = both[:, ::-1]
+    return np.ascontiguousarray(both[..., :3]), np.ascontiguousarray(both[..., 3:])
+
+
+def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, *,
+                  crop_size: Sequence[int], min_scale: float, max_scale: float,
+                  random_flip: bool, ignore_label: int,
+                  fill_rgb: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Random scale, pad, crop and flip (see the module docstring) with draws from `rng`."""
+    check_args(crop_size, fill_rgb, min_scale, max_scale)
+    draw = draw_crop(rng, image.shape[:2], crop_size, min_scale, max_scale)
+    return apply_crop(image, mask, draw, crop_size=crop_size, random_flip=random_flip,
+                      ignore_label=ignore_label, fill_rgb=fill_rgb)
+
+
+def rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Whole image (bilinear) and mask (nearest) rescaled by `scale`, on training's grid."""
+    if scale == 1.0:
+        return image, mask
+    if scale <= 0:
+        raise ValueError(f"input.image_scale must be > 0, got {scale}.")
+    size = image.shape[:2]
+    scaled = scaled_size(size, scale)
+    rows = _axis_grid(0, scaled[0], size[0], scaled[0])
+    cols = _axis_grid(0, scaled[1], size[1], scaled[1])
+    return _bilinear(image, rows, cols), mask[rows.nearest][:, cols.nearest]
+
+
+def eval_pad(image: np.ndarray, mask: np.ndarray, *, eval_size: Sequence[int],
+             ignore_label: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (0), mask (`ignore_label`) padded bottom/right to `eval_size`, and `pixel_mask`
+    (True on original pixels). Raises on an image larger than `eval_size`: cropping it would
+    silently score only part of it."""
+    eval_h, eval_w = int(eval_size[0]), int(eval_size[1])
+    height, width = image.shape[:2]
+    if height > eval_h or width > eval_w:
+        raise ValueError(f"An evaluation image is larger than eval_size=({eval_h}, {eval_w}) "
+                         f"(h, w): ({height}, {width}). Raise config.input.eval_size to at "
+                         "least the largest image of the split.")
+    padded_image = np.zeros((eval_h, eval_w, 3), np.uint8)
+    padded_image[:height, :width] = image
+    padded_mask = np.full((eval_h, eval_w, 1), ignore_label, np.uint8)
+    padded_mask[:height, :width] = mask
+    pixel_mask = np.zeros((eval_h, eval_w), bool)
+    pixel_mask[:height, :width] = True
+    return padded_image, padded_mask, pixel_mask
