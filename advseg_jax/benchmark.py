@@ -44,7 +44,6 @@ import advseg_jax.data  # noqa: F401  (registers our TFDS builders)
 from advseg_jax import cli
 from advseg_jax import config_checks
 from advseg_jax import distributed
-from advseg_jax import grain_pipeline
 from advseg_jax import input_pipeline
 from advseg_jax import memory_fit
 from advseg_jax import peak_flops as peak_lib
@@ -204,16 +203,8 @@ def measure_input(config: ml_collections.ConfigDict, batches: int) -> dict:
         return {"input_images_per_s": None,
                 "input_reason": f"{config.dataset} is not prepared in {config.data_dir}; "
                                 "build it with python -m advseg_jax.prepare_data."}
-    prepared_format = str(getattr(builder.info.file_format, "value", builder.info.file_format))
-    if builder.is_prepared() and prepared_format == "array_record":
-        pipeline = "grain"  # The TF-free pipeline: the only reader of array_record.
-        builder = grain_pipeline.get_builder(config)
-        iterator = grain_pipeline.train_iterator(config, grain_pipeline.data_source(
-                builder, config.train_split, config.input.cache_decoded))
-    else:
-        pipeline = "tf.data"
-        builder = input_pipeline.get_builder(config)
-        iterator = input_pipeline.train_iterator(config, builder)
+    pipeline = "grain"
+    iterator = input_pipeline.train_iterator(config, input_pipeline.get_builder(config))
     for _ in range(3):  # Opening files, filling the shuffle buffer, warming the parallel map.
         next(iterator)
     start = time.perf_counter()

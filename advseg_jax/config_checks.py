@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from advseg_jax import accumulation
@@ -297,27 +296,7 @@ def largest_image(builder: tfds.core.DatasetBuilder, split: str,
     shape = builder.info.features["image"].shape
     if shape[0] is not None and shape[1] is not None:
         return int(shape[0]), int(shape[1])
-    file_format = str(getattr(builder.info.file_format, "value", builder.info.file_format))
-    if file_format == "array_record":
-        return _largest_encoded_image(builder, split, num_examples)
-    feature = builder.info.features["image"]
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={"image": tfds.decode.SkipDecoding()},
-                            read_config=tfds.ReadConfig(try_autocache=False))
-    if num_examples:
-        ds = ds.take(num_examples)
-
-    def image_shape(example):
-        data = example["image"]
-        if feature.encoding_format == "jpeg":
-            return tf.image.extract_jpeg_shape(data)[:2]  # Reads the header only.
-        return tf.shape(tf.io.decode_image(data, channels=3, expand_animations=False))[:2]
-
-    ds = ds.map(image_shape, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
-    largest = np.zeros(2, np.int64)
-    for shapes in tfds.as_numpy(ds):
-        largest = np.maximum(largest, shapes.max(axis=0))
-    return int(largest[0]), int(largest[1])
+    return _largest_encoded_image(builder, split, num_examples)
 
 
 def _largest_encoded_image(builder: tfds.core.DatasetBuilder, split: str,
@@ -326,6 +305,8 @@ def _largest_encoded_image(builder: tfds.core.DatasetBuilder, split: str,
     image's header only (random access, no decoding)."""
     import io
     from PIL import Image
+    from advseg_jax import grain_pipeline
+    grain_pipeline.check_array_record(builder)
     source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
     count = min(len(source), num_examples) if num_examples else len(source)
     largest = (0, 0)

@@ -11,7 +11,6 @@ from typing import Dict, List, Optional
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from advseg_jax import config_checks
@@ -20,23 +19,19 @@ from advseg_jax.data.class_info import IGNORE_LABEL
 
 
 def count_statistics(builder: tfds.core.DatasetBuilder, split: str, num_classes: int) -> dict:
-    """The statistics a folder dataset records, counted over `split`'s masks."""
-    ds = builder.as_dataset(split=split, shuffle_files=False)
-
-    def counts(example):
-        mask = tf.cast(example["segmentation_mask"][..., 0], tf.int32)
-        return (tf.shape(mask)[:2],
-                tf.math.bincount(tf.reshape(mask, [-1]), minlength=IGNORE_LABEL + 1,
-                                 maxlength=IGNORE_LABEL + 1))
-
-    stats = {"examples": 0, "min_size": None, "max_size": None,
+    """The statistics a folder dataset records, counted over `split`'s masks (images are not
+    decoded)."""
+    from advseg_jax import grain_pipeline
+    grain_pipeline.check_array_record(builder)
+    source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    stats = {"examples": len(source), "min_size": None, "max_size": None,
              "class_pixels": [0] * num_classes, "void_pixels": 0}
     total = np.zeros(IGNORE_LABEL + 1, np.int64)
     low, high = np.full(2, np.iinfo(np.int64).max), np.zeros(2, np.int64)
-    for size, histogram in tfds.as_numpy(ds.map(counts, num_parallel_calls=tf.data.AUTOTUNE)):
-        stats["examples"] += 1
-        low, high = np.minimum(low, size), np.maximum(high, size)
-        total += histogram
+    for index in range(len(source)):
+        mask = np.asarray(source[index]["segmentation_mask"])[..., 0]
+        low, high = np.minimum(low, mask.shape[:2]), np.maximum(high, mask.shape[:2])
+        total += np.bincount(mask.ravel(), minlength=IGNORE_LABEL + 1)[:IGNORE_LABEL + 1]
     if stats["examples"]:
         stats["min_size"], stats["max_size"] = low.tolist(), high.tolist()
     stats["class_pixels"] = total[:num_classes].tolist()

@@ -50,6 +50,16 @@ def data_source(builder, split: str, cache_decoded: bool = False) -> Sequence[di
     to rebuild it. `cache_decoded` decodes the split once into host memory (small datasets:
     no JPEG/PNG decoding per step).
     """
+    check_array_record(builder)
+    source = builder.as_data_source(split=split)
+    if cache_decoded:
+        return [{key: source[i][key] for key in _RECORD_KEYS} for i in range(len(source))]
+    return source
+
+
+def check_array_record(builder) -> None:
+    """Refuses a dataset prepared in another format (TFRecord, read only by tf.data), saying
+    how to rebuild it."""
     file_format = str(getattr(builder.info.file_format, "value", builder.info.file_format))
     if file_format != _ARRAY_RECORD:
         raise ValueError(
@@ -57,10 +67,6 @@ def data_source(builder, split: str, cache_decoded: bool = False) -> Sequence[di
             f"{file_format!r} records; the TensorFlow-free pipeline reads only "
             f"{_ARRAY_RECORD!r}. Rebuild it: delete {builder.data_dir} and run "
             "`python -m advseg_jax.prepare_data` with this config (it now writes array_record).")
-    source = builder.as_data_source(split=split)
-    if cache_decoded:
-        return [{key: source[i][key] for key in _RECORD_KEYS} for i in range(len(source))]
-    return source
 
 
 def epoch_permutation(shuffle_seed: int, epoch: int, num_records: int) -> np.ndarray:

@@ -54,7 +54,7 @@ _MANUAL_DIR = flags.DEFINE_string(
 def prepare(dataset: str, data_dir: str,
             manual_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
     """Downloads (or reads from `manual_dir`) and prepares `dataset` in `data_dir`."""
-    builder = tfds.builder(dataset, data_dir=data_dir)
+    builder = tfds.builder(dataset, data_dir=data_dir, file_format=dataset_info.ARRAY_RECORD)
     builder_io.prepare(builder, data_dir, tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder
 

@@ -33,7 +33,8 @@ def data_dir(tmp_path_factory):
 
     import advseg_jax.data  # noqa: F401
     directory = str(tmp_path_factory.mktemp("tfds"))
-    tfds.builder("digit_scenes", data_dir=directory).download_and_prepare()
+    tfds.builder("digit_scenes", data_dir=directory,
+                 file_format="array_record").download_and_prepare()
     return directory
 
 
@@ -57,3 +58,4 @@ def tiny_config(data_dir):
     config.adversary.width_divisor = 16
     config.input.shuffle_buffer = 64
     return config
+

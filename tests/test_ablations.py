@@ -188,11 +188,11 @@ def test_stanford_tuning_never_sees_the_test_fold(data_dir):
     variants = ablations.get_sweep("stanford_tuning")
     assert any(o["lambda_adv"] == 0 for o in variants.values())
     builder = tfds.builder("digit_scenes", data_dir=data_dir)
-    whole = [e["image"].tobytes() for e in tfds.as_numpy(builder.as_dataset(split="train"))]
+    whole = [e["image"].tobytes() for e in records(builder, "train")]
     for overrides in variants.values():
         train_split, eval_split = overrides["train_split"], overrides["eval_split"]
         assert "test" not in train_split + eval_split
-        parts = [[e["image"].tobytes() for e in tfds.as_numpy(builder.as_dataset(split=s))]
+        parts = [[e["image"].tobytes() for e in records(builder, s)]
                  for s in (train_split, eval_split)]
         assert not set(parts[0]) & set(parts[1])
         assert sorted(parts[0] + parts[1]) == sorted(whole)
@@ -216,6 +216,7 @@ def test_a_variant_that_sets_its_own_length_counts_as_finished(tmp_path, monkeyp
 # (config.json, then eval_results.json at the final step) or fails.
 _CHILD = """
 import json, os, sys, time
+from dataset_records import records
 run_dir, fail = sys.argv[1], sys.argv[2] == "fail"
 os.makedirs(run_dir, exist_ok=True)
 start = time.time()

@@ -13,6 +13,7 @@ from advseg_jax.config_checks import check_labels
 from advseg_jax.config_checks import largest_image
 from advseg_jax.config_checks import size_multiple
 from advseg_jax.config_checks import validate_config
+from dataset_records import records
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -97,10 +98,10 @@ def test_largest_image_scans_headers_when_sizes_vary(tmp_path):
     from advseg_jax.data.dummy_data import make_dummy_data as dummy
     builder = prepare_data.prepare("stanford_background/fold0", str(tmp_path),
                                    str(dummy.DUMMY_DIR / "stanford_background"))
-    shapes = [ex["image"].shape for ex in tfds.as_numpy(builder.as_dataset(split="train"))]
+    shapes = [ex["image"].shape for ex in records(builder, "train")]
     expected = (max(s[0] for s in shapes), max(s[1] for s in shapes))
     assert largest_image(builder, "train") == expected
     first_two = [ex["image"].shape
-                 for ex in tfds.as_numpy(builder.as_dataset(split="train").take(2))]
+                 for ex in records(builder, "train", 2)]
     assert largest_image(builder, "train", 2) == (max(s[0] for s in first_two),
                                                   max(s[1] for s in first_two))

@@ -5,11 +5,12 @@ import tensorflow_datasets as tfds
 from sklearn import datasets
 
 from advseg_jax.data import digit_scenes
+from dataset_records import records
 
 
 def _examples(data_dir, split, count):
     builder = tfds.builder("digit_scenes", data_dir=data_dir)
-    return list(tfds.as_numpy(builder.as_dataset(split=split).take(count)))
+    return records(builder, split, count)
 
 
 def test_splits_and_features(data_dir):

@@ -17,6 +17,7 @@ from advseg_jax.data import class_info
 from advseg_jax.data import dataset_info
 from advseg_jax.data import segmentation_folder
 from advseg_jax.data.folder_files import FolderError
+from dataset_records import records
 
 SIZE = (12, 16)
 
@@ -60,7 +61,7 @@ def _build(config):
 
 def _examples(builder):
     return {split: {ex["image/filename"].decode(): ex
-                    for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+                    for ex in records(builder, split)}
             for split in builder.info.splits}
 
 

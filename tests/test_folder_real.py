@@ -17,6 +17,7 @@ from advseg_jax.data import dataset_info
 from advseg_jax.data import stanford_background
 from advseg_jax.data.class_info import STANFORD_BACKGROUND_CLASSES, VOC_CLASSES
 from experiments import stanford_folder
+from dataset_records import records
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VOC = SHARED / "voc2012_subset100" / "VOC2012"
@@ -31,7 +32,7 @@ def _build(config):
 
 def _examples(builder, split):
     return {ex["image/filename"].decode(): ex
-            for ex in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))}
+            for ex in records(builder, split)}
 
 
 @pytest.mark.skipif(not VOC.is_dir(), reason=f"real VOC images not found in {VOC}")

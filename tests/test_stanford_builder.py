@@ -12,6 +12,7 @@ from advseg_jax.data import builder_io
 from advseg_jax.data import stanford_background as stanford
 from advseg_jax.data.class_info import IGNORE_LABEL
 from advseg_jax.data.dummy_data import make_dummy_data as dummy
+from dataset_records import records
 
 DUMMY_DIR = dummy.DUMMY_DIR / "stanford_background"
 ALL_IDS = set(dummy.STANFORD_IDS)
@@ -32,7 +33,7 @@ def _build(data_dir: pathlib.Path, manual_dir: pathlib.Path, fold: int = 0):
 
 def _examples(builder, split):
     return {ex["image/filename"].decode()[:-len(".jpg")]: ex
-            for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+            for ex in records(builder, split)}
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from advseg_jax import prepare_data
 from advseg_jax import train
 from advseg_jax.data import augment
+from dataset_records import records
 
 MANUAL_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "stanford_background"
 pytestmark = pytest.mark.skipif(
@@ -32,7 +33,7 @@ def test_fold0_holds_the_published_dataset(real_data_dir):
     builder = tfds.builder("stanford_background/fold0", data_dir=real_data_dir)
     assert builder.info.splits["train"].num_examples == 572
     assert builder.info.splits["test"].num_examples == 143
-    for example in tfds.as_numpy(builder.as_dataset(split="test")):
+    for example in records(builder, "test"):
         image, mask = example["image"], example["segmentation_mask"]
         assert image.shape[:2] == mask.shape[:2] and max(image.shape[:2]) <= 320
         assert set(np.unique(mask)) <= set(range(8)) | {255}
@@ -56,7 +57,7 @@ def test_cpu_protocol_trains_and_scores_both_splits(real_data_dir, tmp_path):
     # Every non-void pixel of the 143 downscaled test images is scored exactly once.
     builder = tfds.builder(config.dataset, data_dir=real_data_dir)
     expected = 0
-    for example in tfds.as_numpy(builder.as_dataset(split="test")):
+    for example in records(builder, "test"):
         _, mask = augment.rescale(tf.constant(example["image"]),
                                   tf.constant(example["segmentation_mask"]),
                                   config.input.image_scale)

@@ -1,9 +1,7 @@
 """Programs run where `import tensorflow` fails, as on JAX accelerator images.
 
-Each check runs in a subprocess with tests/without_tensorflow/ on PYTHONPATH. To declare a
-module TensorFlow-free, add it to TF_FREE; AFTER_GRAIN lists those that still import
-TensorFlow through the tf.data input pipeline (input_pipeline.py, config_checks.py's image
-size scan), which the grain-data branch replaces: move them to TF_FREE when it lands.
+Each check runs in a subprocess with tests/without_tensorflow/ on PYTHONPATH. Every module a
+run imports is TensorFlow-free: TF_FREE are imported together, CLIS one process each.
 """
 
 import ast
@@ -18,8 +16,10 @@ from advseg_jax import cli
 
 TF_FREE = ["advseg_jax.metric_writer", "advseg_jax.progress", "advseg_jax.summary",
            "advseg_jax.data", "experiments.ablations", "experiments.results"]
-AFTER_GRAIN = ["advseg_jax.main", "advseg_jax.train", "advseg_jax.evaluate",
-               "advseg_jax.predict", "advseg_jax.benchmark"]
+# The CLIs, one process each (they define the same absl flags).
+CLIS = ["advseg_jax.main", "advseg_jax.train", "advseg_jax.evaluate", "advseg_jax.predict",
+        "advseg_jax.benchmark", "advseg_jax.prepare_data", "advseg_jax.dataset_summary",
+        "advseg_jax.input_pipeline", "advseg_jax.config_checks"]
 # Modules that must never name TensorFlow or clu themselves (whatever they import).
 NO_DIRECT_IMPORT = ["metric_writer", "progress", "main", "train", "evaluate", "predict",
                     "benchmark", "summary", "cli"]
@@ -53,10 +53,8 @@ def test_tf_free_modules_import_without_tensorflow():
     assert outcome == {"failures": {}, "tensorflow_loaded": False}
 
 
-@pytest.mark.xfail(strict=False, reason="input_pipeline.py and config_checks.py import "
-                   "TensorFlow until the grain-data branch lands")
-@pytest.mark.parametrize("name", AFTER_GRAIN)
-def test_after_grain_modules_import_without_tensorflow(name):
+@pytest.mark.parametrize("name", CLIS)
+def test_cli_modules_import_without_tensorflow(name):
     assert _import_each([name]) == {"failures": {}, "tensorflow_loaded": False}
 
 

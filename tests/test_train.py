@@ -16,6 +16,7 @@ from advseg_jax import train
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax.data import class_info
+from dataset_records import records
 
 
 def _per_class_iou_in_tensorboard(workdir, prefix, step):
@@ -110,7 +111,7 @@ def test_sliced_splits_whole_train_eval_and_epochs(tiny_config, tmp_path):
     scores, _ = evaluation.evaluate(tiny_config, steps.make_eval_step(tiny_config, mesh, segmentor),
                                     state.segmentor.params, builder, mesh, "train[:40]")
     masks = [e["segmentation_mask"][1::2, 1::2] for e in
-             tfds.as_numpy(builder.as_dataset(split="train[:40]"))]  # 48 → 24: exact 1/2.
+             records(builder, "train[:40]")]  # 48 → 24: exact 1/2.
     assert len(masks) == 40
     assert np.sum(scores["confusion"]) == sum(int(np.sum(m != 255)) for m in masks)
 

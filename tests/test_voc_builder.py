@@ -18,6 +18,7 @@ from advseg_jax.data import builder_io
 from advseg_jax.data import voc2012_segmentation as voc
 from advseg_jax.data.class_info import IGNORE_LABEL
 from advseg_jax.data.dummy_data import make_dummy_data as dummy
+from dataset_records import records
 
 DUMMY_DIR = dummy.DUMMY_DIR / "voc2012_segmentation"
 SPLITS = {"train": 3, "validation": 2, "train_aug": 5}
@@ -42,7 +43,7 @@ def _build(data_dir: pathlib.Path, manual_dir: pathlib.Path) -> tfds.core.Datase
 
 def _examples(builder, split):
     return {ex["image/filename"].decode(): ex
-            for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+            for ex in records(builder, split)}
 
 
 @pytest.fixture(scope="module")

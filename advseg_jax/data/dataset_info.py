@@ -17,13 +17,16 @@ from advseg_jax.data import class_info
 from advseg_jax.data import segmentation_folder
 
 
+ARRAY_RECORD = "array_record"  # Random access, read by Grain without TensorFlow.
+
+
 def builder(config: ml_collections.ConfigDict,
-            file_format: Optional[str] = None) -> tfds.core.DatasetBuilder:
+            file_format: str = ARRAY_RECORD) -> tfds.core.DatasetBuilder:
     """The (possibly not yet prepared) builder of `config.dataset` in `config.data_dir`.
 
-    `file_format`: what a build writes ("array_record" for the TensorFlow-free Grain pipeline;
-    None: TFDS's default, TFRecord, for the tf.data pipeline). A dataset already prepared keeps
-    the format it was written in.
+    `file_format`: what a build writes; array_record, the one format the TensorFlow-free
+    pipeline reads. A dataset already prepared keeps the format it was written in (the
+    pipeline refuses an old TFRecord one, saying how to rebuild it).
     """
     kwargs = {"file_format": file_format} if file_format else {}
     import advseg_jax.data  # noqa: F401  (registers our builders)
