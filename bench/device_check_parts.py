@@ -233,8 +233,14 @@ def _scalars(workdir: str) -> dict:
     from tensorboard.util import tensor_util
     events = event_accumulator.EventAccumulator(workdir, size_guidance={"tensors": 0})
     events.Reload()
-    return {tag: [(e.step, e.wall_time, float(tensor_util.make_ndarray(e.tensor_proto)))
-                  for e in events.Tensors(tag)] for tag in events.Tags()["tensors"]}
+    scalars = {}
+    for tag in events.Tags()["tensors"]:
+        values = [(e.step, e.wall_time, tensor_util.make_ndarray(e.tensor_proto))
+                  for e in events.Tensors(tag)]
+        if values and all(np.ndim(v) == 0 and np.issubdtype(v.dtype, np.number)
+                          for _, _, v in values):  # Not image strips or hparams.
+            scalars[tag] = [(step, wall, float(v)) for step, wall, v in values]
+    return scalars
 
 
 def train(settings: Settings) -> dict:
@@ -250,7 +256,17 @@ def train(settings: Settings) -> dict:
     workdir = tempfile.mkdtemp(prefix="device_check_train_")
     start_wall = time.time()
     start = time.perf_counter()
-    record = train_lib.train_and_evaluate(config, workdir)
+    first_error = None
+    try:
+        record = train_lib.train_and_evaluate(config, workdir)
+    except Exception as error:  # noqa: BLE001  Worker processes failing: once more without.
+        if not config.input.num_workers:
+            raise
+        first_error = f"num_workers={config.input.num_workers}: {type(error).__name__}: {error}"
+        config.input.num_workers = 0
+        workdir = tempfile.mkdtemp(prefix="device_check_train_")
+        start_wall, start = time.time(), time.perf_counter()
+        record = train_lib.train_and_evaluate(config, workdir)
     wall = time.perf_counter() - start
     scalars = _scalars(workdir)
     rates = [v for _, _, v in scalars.get("steps_per_sec", [])]
@@ -261,6 +277,7 @@ def train(settings: Settings) -> dict:
             "batch_size": config.batch_size, "crop_size": list(config.input.crop_size),
             "dtype": config.dtype, "lambda_adv": config.lambda_adv,
             "input_num_workers": config.input.num_workers, "wall_s": wall,
+            "error_with_workers": first_error,
             "steps_per_s": statistics.median(later_rates) if later_rates else None,
             "steps_per_s_by_interval": rates,
             "input_wait_fraction": statistics.median(waits[1:] or waits) if waits else None,
