@@ -10,7 +10,7 @@ DIR/config.json.
 Steps run on synthetic batches of the config's crop size (so VOC needs no dataset, and
 pretrained weights are skipped: values do not change timings); `input_images_per_s` reads the
 real pipeline and is null, with a reason, where the dataset is not prepared in `data_dir`.
-FLOPs come from XLA's cost analysis of the compiled step, and MFU = FLOPs / step time / peak,
+FLOPs come from XLA's cost analysis of the lowered step (the compiled one on GPU omits convolutions run by cuDNN), and MFU = FLOPs / step time / peak,
 the peak being that of the run's compute dtype (`config.dtype`: float32 or bfloat16) on the
 same devices, measured by `peak_flops` (in a clean child process on CPU; a compiled loop of
 large matmuls on accelerators; a chip table where that fails) or given by `--peak_flops`;
@@ -74,9 +74,10 @@ _PROFILE_DIR = flags.DEFINE_string("profile_dir", None,
 _SELF_BUILDING = ("digit_scenes",)
 
 
-def _flops(compiled) -> float:
-    """FLOPs of one device's program; older JAX returns a list with one dict per program."""
-    analysis = compiled.cost_analysis()
+def _flops(stage) -> float:
+    """FLOPs of one device's program (a jax `Lowered` or `Compiled`); older JAX returns a list
+    with one dict per program."""
+    analysis = stage.cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0]
     return float(analysis["flops"])
@@ -142,6 +143,38 @@ def _synthetic_batch(config: ml_collections.ConfigDict, mesh) -> dict:
     return sharding.global_batch(batch, mesh)
 
 
+def model_flops(config: ml_collections.ConfigDict, mesh, step, state, batch) -> float:
+    """FLOPs of one device's step, counted by XLA on the lowered (not yet optimised) program.
+
+    XLA:GPU's cost analysis of the *compiled* step leaves out convolutions run as cuDNN custom
+    calls (an H200 counted ~1 % of the Stanford step's FLOPs), and on GPU a `Lowered` has no
+    cost analysis (None, jax 0.11). There, the same step is lowered for one CPU device with one
+    device's share of the batch and XLA:CPU counts it; the model's arithmetic is the same,
+    only the platform choices of `platforms.py` (scan vs unrolled, convolutions by taps) may
+    differ slightly.
+    """
+    lowered = step.lower(state, batch)
+    analysis = lowered.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    if analysis and analysis.get("flops"):
+        return float(analysis["flops"])
+    cpu_mesh = sharding.make_mesh(jax.devices("cpu")[:1])
+    segmentor, adversary = state_lib.build_models(config)
+    cpu_step = steps.make_train_step(config, cpu_mesh, segmentor, adversary)
+
+    def on_cpu(leaf, spec):
+        shape = leaf.shape if spec is None else (leaf.shape[0] // mesh.devices.size,
+                                                 *leaf.shape[1:])
+        return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=jax.sharding.NamedSharding(
+                cpu_mesh, jax.sharding.PartitionSpec(*(() if spec is None else (spec,)))))
+
+    cpu_state = jax.tree.map(lambda x: on_cpu(x, None), state)
+    cpu_batch = jax.tree.map(lambda x: on_cpu(x, sharding.DATA_AXIS), batch)
+    size = step.choice["microbatch_size"]
+    return _flops(cpu_step.build(size).lower(cpu_state, cpu_batch))
+
+
 def prepare_step(config: ml_collections.ConfigDict, mesh,
                  state: state_lib.AdvSegState) -> Tuple[Callable[[], object], dict]:
     """(a call running one training step of `config` from `state`, its figures: compile time,
@@ -159,8 +192,13 @@ def prepare_step(config: ml_collections.ConfigDict, mesh,
         return holder[0], metrics
 
     choice = step.choice
+    # FLOPs of the lowered program, before the backend rewrites it: XLA:GPU's compiled cost
+    # analysis leaves out convolutions run as cuDNN custom calls (on an H200 it counted ~1 % of
+    # the Stanford step's FLOPs), which made GPU MFU ~100x too small. On CPU both agree to ~1 %.
     # One SPMD program per device: its cost is one device's share of the global batch.
-    return call, {"flops_per_step": _flops(compiled) * mesh.devices.size,
+    flops = model_flops(config, mesh, step, state, batch)
+    return call, {"flops_per_step": flops * mesh.devices.size,
+                  "compiled_flops_per_step": _flops(compiled) * mesh.devices.size,
                   "compile_time_s": compile_time,
                   "microbatch_size": choice["microbatch_size"],
                   "num_microbatches": choice["num_microbatches"],

@@ -57,6 +57,8 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny settings for this CPU: the path
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 2000, "Steps of the training part.")
 _BUDGET_S = flags.DEFINE_float("budget_s", 420.0, "Parts not started by then are skipped (a "
                                "time-out kills the call; the JSON says what was skipped).")
+_PARTS = flags.DEFINE_list("parts", [], "Only these parts (e.g. data,training), to redo what "
+                          "an earlier call could not; default: all.")
 flags.mark_flags_as_required(["out"])
 
 RESULT = "device_check.json"
@@ -67,8 +69,9 @@ TOLERANCE = 1e-4  # Scan vs unrolled vs K = 1, relative, at "highest" matmul pre
 class Report:
     """The JSON being filled in; written again after every part."""
 
-    def __init__(self, out: str, budget_s: float):
+    def __init__(self, out: str, budget_s: float, only=()):
         self.path = os.path.join(out, RESULT)
+        self.only = set(only)
         self.start = time.perf_counter()
         self.budget_s = budget_s
         self.data = {"environment": {}, "checks": [], "benchmarks": {}, "training": {},
@@ -84,6 +87,9 @@ class Report:
     def part(self, name: str, run: Callable[[], None]) -> None:
         """Runs one part unless the budget is spent; records its time or its failure."""
         elapsed = time.perf_counter() - self.start
+        if self.only and name != "environment" and name.split(":")[-1] not in self.only \
+                and name.split(":")[0] not in self.only:
+            return
         if elapsed > self.budget_s:
             self.data["skipped"].append(f"{name}: budget of {self.budget_s:.0f} s spent "
                                         f"({elapsed:.0f} s elapsed)")
@@ -165,7 +171,7 @@ def _main(argv) -> None:
     logging.set_verbosity(logging.INFO)
     from bench import device_check_parts as parts  # After flags: imports jax and the project.
 
-    report = Report(out, _BUDGET_S.value)
+    report = Report(out, _BUDGET_S.value, _PARTS.value)
     report.data["smoke"] = _SMOKE.value
     report.data["command"] = " ".join(sys.argv)
     report.part("environment", lambda: report.data["environment"].update(environment()))
@@ -185,6 +191,7 @@ def _main(argv) -> None:
     report.part("training", lambda: report.data["training"].update(parts.train(settings)))
     report.part("benchmark:voc_bfloat16", lambda: report.data["benchmarks"].update(
         {"voc_bfloat16": parts.benchmark(settings, "voc_bfloat16")}))
+    report.data["parts"] = _PARTS.value or "all"
     report.data["passed"] = (not report.data["errors"] and not report.data["skipped"]
                              and all(c.get("passed") for c in report.data["checks"]))
     report.write()

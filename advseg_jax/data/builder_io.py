@@ -122,6 +122,34 @@ def check_archive(path: epath.Path) -> None:
         ) from error
 
 
+def extract(dl_manager: tfds.download.DownloadManager, archive: epath.Path) -> epath.Path:
+    """The folder `archive` (.tar, .tar.gz, .tgz or .zip) unpacks to, under the download dir.
+
+    Python's tarfile/zipfile, not `dl_manager.extract`: TFDS's extractor writes through
+    TensorFlow's gfile, which accelerator images lack. Unpacked into a temporary folder and
+    renamed when complete, so an interrupted extraction is never taken for a finished one.
+    """
+    archive = epath.Path(archive)
+    parent = os.path.join(os.fspath(dl_manager.download_dir), "extracted_py")
+    target = os.path.join(parent, archive.name)
+    if os.path.isdir(target):
+        return epath.Path(target)
+    os.makedirs(parent, exist_ok=True)
+    partial = target + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        if archive.name.endswith(".zip"):
+            with zipfile.ZipFile(os.fspath(archive)) as opened:
+                opened.extractall(partial)
+        else:
+            with tarfile.open(os.fspath(archive)) as opened:
+                opened.extractall(partial, filter="data")  # No links or paths out of it.
+        os.replace(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return epath.Path(target)
+
+
 def missing_archives_message(archives: Iterable[Archive], manual_dir: Optional[epath.Path],
                              download_dir: epath.Path) -> str:
     """Which files to download from where, and where to put them."""

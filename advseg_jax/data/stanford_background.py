@@ -104,7 +104,7 @@ class StanfordBackground(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         archive = builder_io.locate_archives(dl_manager, {"data": ARCHIVE})["data"]
-        root = dl_manager.extract(archive) / _ROOT
+        root = builder_io.extract(dl_manager, archive) / _ROOT
         image_ids = sorted(p.name[:-len(".jpg")] for p in (root / "images").glob("*.jpg"))
         if len(image_ids) != NUM_IMAGES:
             logging.warning("%s has %d images, not the %d of the published dataset.",

@@ -118,7 +118,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         archives = builder_io.locate_archives(dl_manager,
                                               {"voc": VOC_ARCHIVE, "sbd": SBD_ARCHIVE})
-        extracted = dl_manager.extract(archives)
+        extracted = {name: builder_io.extract(dl_manager, path) for name, path in archives.items()}
         roots = {"voc": extracted["voc"] / _VOC_ROOT, "sbd": extracted["sbd"] / _SBD_ROOT}
         voc_lists = roots["voc"] / "ImageSets" / "Segmentation"
         sources = split_sources(
