@@ -11,9 +11,10 @@ Steps run on synthetic batches of the config's crop size (so VOC needs no datase
 pretrained weights are skipped: values do not change timings); `input_images_per_s` reads the
 real pipeline and is null, with a reason, where the dataset is not prepared in `data_dir`.
 FLOPs come from XLA's cost analysis of the lowered step (`model_flops`: the compiled one
-on GPU omits convolutions run by cuDNN), and MFU = FLOPs / step time / peak, the peak being that of the run's compute dtype (`config.dtype`: float32 or bfloat16) on the
-same devices, measured by `peak_flops` (in a clean child process on CPU; a compiled loop of
-large matmuls on accelerators; a chip table where that fails) or given by `--peak_flops`;
+on GPU omits convolutions run by cuDNN), and MFU = FLOPs / step time / peak, the peak being
+that of the run's compute dtype (`config.dtype`: float32 or bfloat16) on the same devices,
+measured by `peak_flops` (in a clean child process on CPU; a compiled loop of large matmuls on
+accelerators; a chip table where that fails) or given by `--peak_flops`;
 `peak_flops_by_dtype` lists both dtypes' peaks; `host_load_warning` says when other work
 shared the host as the benchmark started, which makes MFU unreliable. XLA counts no
 work for kernel taps that only ever meet padding; a backend that computes them anyway (XLA:CPU
