@@ -111,7 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.input.random_flip = False
     config.input.fill_rgb = (128, 128, 128)  # Image padding colour (the mask pads with void).
     config.input.eval_size = (48, 48)  # Eval pads every image to this shape (>= the largest image).
-    config.input.shuffle_buffer = 2_000  # tf.data pipeline only (Grain shuffles whole epochs).
+    config.input.shuffle_buffer = 2_000  # Unused (Grain shuffles epochs); old configs load.
     config.input.prefetch = 2  # Batches made ahead (and, in Grain, threads making them).
     # Grain pipeline: processes making batches (0 = the training process); any value gives the
     # same batches. cache_decoded keeps the split decoded in host memory (small datasets only).
