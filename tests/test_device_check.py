@@ -16,12 +16,12 @@ BENCHMARK_FIELDS = {"microbatch_size", "estimated_peak_memory_gb", "measured_pea
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_every_part(tmp_path):
+def test_smoke_run_writes_every_part(tmp_path, data_dir):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device, as a GPU.
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "device_check.py"), "--smoke",
-         f"--out={out}", "--budget_s=1200"],
+         f"--out={out}", f"--data_dir={data_dir}", "--budget_s=1200"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "device_check.json").read_text())
