@@ -110,12 +110,16 @@ def test_array_record_builds_and_reads_without_tensorflow(folder, tmp_path):
 
     # A TFRecord build of the same folder (TensorFlow's reader): same records, same order.
     tf_config = _config(root, tmp_path / "tfds_tfrecord")
-    builder = dataset_info.builder(tf_config)
+    builder = dataset_info.builder(tf_config, file_format="tfrecord")
     builder_io.prepare(builder, tf_config.data_dir)
-    from advseg_jax import input_pipeline
-    assert input_pipeline.example_ids(builder, "validation") == ids
+    from dataset_records import records
+    names = [r["image/filename"].decode() for r in records(builder, "validation")]
+    assert names == ids
     with pytest.raises(ValueError, match="Rebuild it: delete .*tfds_tfrecord"):
         grain_pipeline.data_source(builder, "validation")
+    with pytest.raises(ValueError, match="prepared as 'tfrecord'.*Rebuild it: delete "
+                       ".*tfds_tfrecord"):  # What every tool meets: the default builder.
+        dataset_info.builder(tf_config)
 
 
 def test_encode_png_is_lossless():

@@ -25,10 +25,24 @@ def builder(config: ml_collections.ConfigDict,
     """The (possibly not yet prepared) builder of `config.dataset` in `config.data_dir`.
 
     `file_format`: what a build writes; array_record, the one format the TensorFlow-free
-    pipeline reads. A dataset already prepared keeps the format it was written in (the
-    pipeline refuses an old TFRecord one, saying how to rebuild it).
+    pipeline reads (tests ask for "tfrecord" to make an old-style build). TFDS refuses to open
+    a dataset prepared in another format with this one: an old TFRecord build is refused with
+    a ValueError saying how to rebuild it.
     """
-    kwargs = {"file_format": file_format} if file_format else {}
+    try:
+        return _builder(config, {"file_format": file_format})
+    except ValueError as error:
+        if "File format is already set" not in str(error):
+            raise
+        prepared = _builder(config, {})
+    raise ValueError(
+        f"Dataset {prepared.info.full_name!r} in {prepared.data_dir} was prepared as "
+        f"{prepared.info.file_format.value!r} records; the TensorFlow-free pipeline reads only "
+        f"{file_format!r}. Rebuild it: delete {prepared.data_dir} and run "
+        "`python -m advseg_jax.prepare_data` with this config (it now writes array_record).")
+
+
+def _builder(config: ml_collections.ConfigDict, kwargs: dict) -> tfds.core.DatasetBuilder:
     import advseg_jax.data  # noqa: F401  (registers our builders)
     if config.dataset == segmentation_folder.NAME:
         if "folder" not in config:
