@@ -10,6 +10,7 @@ import pytest
 
 from advseg_jax import workdir_io
 from experiments import ablations
+from dataset_records import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "experiments", "ablations.py")
@@ -216,7 +217,6 @@ def test_a_variant_that_sets_its_own_length_counts_as_finished(tmp_path, monkeyp
 # (config.json, then eval_results.json at the final step) or fails.
 _CHILD = """
 import json, os, sys, time
-from dataset_records import records
 run_dir, fail = sys.argv[1], sys.argv[2] == "fail"
 os.makedirs(run_dir, exist_ok=True)
 start = time.time()

@@ -98,9 +98,9 @@ def test_sliced_splits_whole_train_eval_and_epochs(tiny_config, tmp_path):
     tiny_config.input.crop_size, tiny_config.input.eval_size = (24, 24), (24, 24)
     workdir = str(tmp_path)
     train.train_and_evaluate(tiny_config, workdir)
-    records = {r["split"]: r for r in _read_history(workdir)}
-    assert set(records) == {"train", "train[40:60]"}
-    for record in records.values():  # 2 steps of 4 images over 40 training images.
+    by_split = {r["split"]: r for r in _read_history(workdir)}
+    assert set(by_split) == {"train", "train[40:60]"}
+    for record in by_split.values():  # 2 steps of 4 images over 40 training images.
         assert record["epoch"] == pytest.approx(2 * 4 / 40)
 
     # The whole sliced split, downscaled, once: every non-void pixel in the confusion matrix.
