@@ -126,3 +126,32 @@ def test_writer_writes_and_reads_back_events_without_tensorflow(tmp_path):
         "image_header": [["3", "2"]],
         "tensorflow_loaded": False}
     assert len(list(tmp_path.glob("events.out.tfevents*"))) == 1
+
+
+_BUILD_STANFORD = """
+import json, sys
+from advseg_jax import input_pipeline
+from advseg_jax.configs import stanford_background
+config = stanford_background.get_config()
+config.data_dir, config.manual_dir = sys.argv[1], sys.argv[2]
+config.input.crop_size = (32, 48)
+builder = input_pipeline.get_builder(config)
+batch = next(input_pipeline.train_iterator(config, builder))
+print(json.dumps({"splits": {k: v.num_examples for k, v in builder.info.splits.items()},
+                  "format": str(builder.info.file_format.value),
+                  "label_shape": list(batch["label"].shape),
+                  "tensorflow_loaded": "tensorflow" in sys.modules}))
+"""
+
+
+def test_stanford_builds_from_its_archive_and_trains_without_tensorflow(tmp_path):
+    """The archive is unpacked by Python's tarfile (TFDS's extractor needs TensorFlow's gfile)
+    and the examples are encoded bytes: a build and a batch with TensorFlow absent."""
+    dummy = without_tensorflow_runs.REPO / "advseg_jax" / "data" / "dummy_data" / \
+        "stanford_background"
+    result = without_tensorflow_runs.run_python(
+        ["-c", _BUILD_STANFORD, str(tmp_path / "tfds"), str(dummy)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    read = json.loads(result.stdout.strip().splitlines()[-1])
+    assert read == {"splits": {"train": 8, "test": 2}, "format": "array_record",
+                    "label_shape": [16, 32, 48], "tensorflow_loaded": False}

@@ -5,23 +5,38 @@ PYTHONPATH runs a program as a JAX accelerator image would, without uninstalling
 
     PYTHONPATH=tests/without_tensorflow python -m advseg_jax.evaluate ...
 
-Libraries that probe for TensorFlow (`try: import tensorflow`) see it missing and take their
-TensorFlow-free path, as they would there.
+The path finder is wrapped so that it finds no `tensorflow*` module: `import tensorflow`
+raises ModuleNotFoundError and `importlib.util.find_spec("tensorflow")` returns None, exactly
+as without the package. (A finder that raised instead would break libraries that probe with
+find_spec, e.g. etils' paths inside tfds, which never fail that way where TF is absent.)
 """
 
 import importlib.abc
+import importlib.machinery
 import sys
 
 
-class _RefuseTensorFlow(importlib.abc.MetaPathFinder):
+def _blocked(name: str) -> bool:
+    return name == "tensorflow" or name.startswith("tensorflow.")
+
+
+class _PathFinderWithoutTensorFlow(importlib.abc.MetaPathFinder):
+    """The path finder, blind to TensorFlow; everything else (distributions too) delegated."""
+
+    def __init__(self, finder):
+        self._finder = finder
 
     def find_spec(self, name, path=None, target=None):
-        del path, target
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by "
-                                      f"{__file__} to test running without TensorFlow)",
-                                      name=name)
-        return None
+        if _blocked(name):
+            return None
+        return self._finder.find_spec(name, path, target)
+
+    def __getattr__(self, attribute):
+        return getattr(self._finder, attribute)
 
 
-sys.meta_path.insert(0, _RefuseTensorFlow())
+sys.meta_path[:] = [_PathFinderWithoutTensorFlow(finder)
+                    if finder is importlib.machinery.PathFinder else finder
+                    for finder in sys.meta_path]
+for _name in [name for name in sys.modules if _blocked(name)]:
+    del sys.modules[_name]
