@@ -68,6 +68,9 @@ _PEAK_FLOPS = flags.DEFINE_float(
     "peak_flops", None, "Peak FLOP/s of ONE device in the config's dtype (e.g. a spec sheet's); "
     "default: measured.")
 _INPUT_BATCHES = flags.DEFINE_integer("input_batches", 30, "Batches timed for the input rate.")
+_PEAK_MATMUL_SIZE = flags.DEFINE_integer(
+    "peak_matmul_size", peak_lib.MATMUL_SIZE, "CPU only: side of the matmuls timed for the peak "
+    "(smaller: faster, and a lower peak, so a higher MFU).")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", None,
                                    "If set, a jax.profiler trace of the timed steps.")
 
@@ -85,15 +88,17 @@ def _flops(stage) -> float:
 
 
 def measure_peak(peak_flops: Optional[float] = None, dtype: str = "float32",
-                 platform: Optional[str] = None) -> Tuple[float, str]:
+                 platform: Optional[str] = None,
+                 matmul_size: int = peak_lib.MATMUL_SIZE) -> Tuple[float, str]:
     """(peak FLOP/s of one device for `dtype` matmuls, where it comes from): given, or measured
     without interference (CPU: a clean child process; accelerators: a compiled loop of large
-    matmuls in-process, or the chip's spec-sheet figure where that fails)."""
+    matmuls in-process, or the chip's spec-sheet figure where that fails). `matmul_size`: the
+    CPU's matmul side (smaller ones read a lower peak: for smoke runs and tests, not figures)."""
     if peak_flops is not None:
         return peak_flops, "--peak_flops (per device)"
     platform = platform or jax.devices()[0].platform
     if platform == "cpu":
-        size, repeats = peak_lib.MATMUL_SIZE, peak_lib.REPEATS
+        size, repeats = matmul_size, peak_lib.REPEATS
         what = f"jit {dtype} {size}x{size} matmul on every local device at once, best of {repeats}"
         measured = peak_lib.measure_clean(size, repeats, dtype=dtype)
         return (measured["peak_flops_per_device"],
@@ -116,10 +121,12 @@ def measure_peak(peak_flops: Optional[float] = None, dtype: str = "float32",
 
 
 def measure_peaks(dtype: str, peak_flops: Optional[float] = None,
-                  platform: Optional[str] = None) -> Dict[str, Tuple[float, str]]:
+                  platform: Optional[str] = None,
+                  matmul_size: int = peak_lib.MATMUL_SIZE) -> Dict[str, Tuple[float, str]]:
     """{compute dtype: (per-device peak, source)} for every dtype of `peak_flops.DTYPES`;
     `peak_flops` (the flag) replaces the measurement of the run's own `dtype` only."""
-    return {name: measure_peak(peak_flops if name == dtype else None, name, platform)
+    return {name: measure_peak(peak_flops if name == dtype else None, name, platform,
+                               matmul_size)
             for name in peak_lib.DTYPES}
 
 
@@ -281,8 +288,13 @@ def benchmark_variants(config: ml_collections.ConfigDict) -> Dict[str, ml_collec
 
 def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warmup: int = 2,
                   peak_flops: Optional[float] = None, input_batches: int = 30,
-                  profile_dir: Optional[str] = None) -> dict:
-    """Every figure of the benchmark, as a JSON-ready dict (see the module docstring)."""
+                  profile_dir: Optional[str] = None,
+                  peak_matmul_size: int = peak_lib.MATMUL_SIZE) -> dict:
+    """Every figure of the benchmark, as a JSON-ready dict (see the module docstring).
+
+    `peak_matmul_size`: the side of the CPU's peak matmuls (`--peak_matmul_size`); the
+    default is the one MFU figures are quoted against, smaller ones only save time (a bfloat16
+    2048² matmul takes seconds on a CPU, which emulates bfloat16)."""
     config = ml_collections.ConfigDict(config.to_dict())  # Unlocked private copy.
     config.segmentor.pretrained = ""
     mesh = sharding.make_mesh()
@@ -299,7 +311,7 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
     memory_fit.check_lower_bound(variants["adversarial"],
                                  memory_fit.abstract_state(variants["adversarial"]))
     # Then the peak, while nothing of ours runs yet. MFU is against the peak of the run's dtype.
-    peaks = measure_peaks(config.dtype, peak_flops, platforms.of_mesh(mesh))
+    peaks = measure_peaks(config.dtype, peak_flops, platforms.of_mesh(mesh), peak_matmul_size)
     per_device, peak_source = peaks[config.dtype]
     # One initialisation (its RNG compiles slowly on CPU); the baseline gets a copy of the
     # segmentor's state, as each step donates (invalidates) the state it is given.
@@ -400,7 +412,8 @@ def main(argv: List[str]) -> None:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress: keep stdout JSON.
             results = run_benchmark(config, _STEPS.value, _WARMUP.value,
-                                    _PEAK_FLOPS.value, _INPUT_BATCHES.value, _PROFILE_DIR.value)
+                                    _PEAK_FLOPS.value, _INPUT_BATCHES.value, _PROFILE_DIR.value,
+                                    _PEAK_MATMUL_SIZE.value)
     except memory_fit.MemoryFitError as error:
         sys.exit(f"MemoryFitError: {error}")
     if results["host_load_warning"]:

@@ -73,6 +73,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.segmentor.conv_algorithm not in exact_taps.SETTINGS:
         raise ConfigError(f"Unknown segmentor.conv_algorithm={config.segmentor.conv_algorithm!r}; "
                           f"valid options: {list(exact_taps.SETTINGS)}.")
+    for key, divisor in (("segmentor.width_divisor", config.segmentor.width_divisor),
+                         ("adversary.fcn_width_divisor", config.adversary.fcn_width_divisor)):
+        if not isinstance(divisor, int) or divisor < 1:
+            raise ConfigError(f"{key}={divisor!r} must be an integer >= 1 (1 = the published "
+                              "widths).")
+    divisor = config.segmentor.width_divisor
+    if divisor > 1 and config.segmentor.pretrained:
+        raise ConfigError(f"segmentor.pretrained={config.segmentor.pretrained!r} needs VGG16's "
+                          f"widths, but segmentor.width_divisor={divisor}; set "
+                          "--config.segmentor.width_divisor=1 or --config.segmentor.pretrained=''.")
     if config.accumulation_loop not in accumulation.LOOPS:
         raise ConfigError(f"Unknown accumulation_loop={config.accumulation_loop!r}; valid "
                           f"options: {list(accumulation.LOOPS)} (\"auto\": unrolled on CPU, "

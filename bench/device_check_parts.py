@@ -22,6 +22,7 @@ from advseg_jax import checkpointing
 from advseg_jax import config_checks
 from advseg_jax import grain_pipeline
 from advseg_jax import memory_fit
+from advseg_jax import peak_flops
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax import train as train_lib
@@ -224,7 +225,9 @@ def benchmark(settings: Settings, name: str) -> dict:
     config = _benchmark_config(settings, name)
     return benchmark_lib.run_benchmark(config, steps_timed=2 if settings.smoke else 10,
                                        warmup=1 if settings.smoke else 2,
-                                       input_batches=3 if settings.smoke else 30)
+                                       input_batches=3 if settings.smoke else 30,
+                                       peak_matmul_size=512 if settings.smoke else
+                                       peak_flops.MATMUL_SIZE)
 
 
 def _scalars(workdir: str) -> dict:

@@ -45,6 +45,7 @@ def _variant(config, name):
         config.train_split, config.unlabeled_split = "train[:32]", "train[32:64]"
         config.adversary.name, config.adversary.encoding = "fcn", "basic"
         config.adversary.label_resolution = "input"
+        config.adversary.fcn_width_divisor = 16  # The same five convolutions, narrow.
         config.input.crop_size = (32, 32)  # The fcn's smallest input.
         config.lambda_adv, config.lambda_adv_unlabeled, config.lambda_semi = 0.01, 0.001, 0.1
         config.unlabeled_batch_size, config.semi_start_step, config.semi_threshold = ROWS, 0, 0.0

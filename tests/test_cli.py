@@ -57,6 +57,18 @@ def test_overrides_apply_on_top_of_the_saved_config(run_dir):
     assert config.num_train_steps == 7  # Untouched keys keep the run's values.
 
 
+def test_keys_added_since_the_run_take_their_defaults(run_dir):
+    """A run saved before a key existed still reads: the key takes today's default (which
+    keeps the earlier behaviour), and everything the run saved stays as saved."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    del saved["segmentor"]["width_divisor"], saved["accumulation_loop"]
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    config = parse_config(["tool", f"--workdir={run_dir}"])
+    assert config.segmentor.width_divisor == default.get_config().segmentor.width_divisor == 1
+    assert config.accumulation_loop == default.get_config().accumulation_loop
+    assert config.segmentor.width == 5 and config.num_train_steps == 7
+
+
 def test_a_given_config_is_used_not_the_saved_one(run_dir):
     argv = ["tool", "--config=configs/default.py", f"--workdir={run_dir}"]
     assert cli.with_workdir_config(argv) == argv

@@ -37,6 +37,7 @@ def semi_config(tiny_config):
     tiny_config.adversary.name = "fcn"
     tiny_config.adversary.encoding = "basic"
     tiny_config.adversary.label_resolution = "input"
+    tiny_config.adversary.fcn_width_divisor = 16  # Hung et al.'s five convolutions, narrow.
     tiny_config.lambda_adv = 0.01
     tiny_config.lambda_adv_unlabeled = 0.001
     tiny_config.lambda_semi = 0.1

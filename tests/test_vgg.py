@@ -106,7 +106,7 @@ def _dilated8_config(pretrained):
     config.dtype = "float32"
     config.segmentor = ml_collections.ConfigDict(
             {"name": "dilated8", "pretrained": pretrained, "context_module": True,
-             "dropout_rate": 0.5, "conv_algorithm": "auto"})
+             "dropout_rate": 0.5, "conv_algorithm": "auto", "width_divisor": 1})
     return config
 
 

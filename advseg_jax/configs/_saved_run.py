@@ -22,11 +22,25 @@ def _with_tuples(value: Any) -> Any:
     return value
 
 
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """`saved`, plus the keys a later revision added, at their defaults: new keys default to
+    the behaviour before them (e.g. `segmentor.width_divisor` 1), so an older run still reads."""
+    merged = dict(saved)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_defaults(merged[key], value)
+    return merged
+
+
 def get_config(config_json: str) -> ml_collections.ConfigDict:
+    from advseg_jax.configs import default  # pylint: disable=g-import-not-at-top
     try:
         with open(config_json) as f:
             saved = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"Cannot read the run's config {config_json!r}: {error}. Pass "
                          "--config=FILE the run was trained with instead.") from error
-    return ml_collections.ConfigDict(_with_tuples(saved))
+    defaults = json.loads(default.get_config().to_json_best_effort())
+    return ml_collections.ConfigDict(_with_tuples(_with_defaults(saved, defaults)))

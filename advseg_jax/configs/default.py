@@ -135,6 +135,9 @@ def get_config() -> ml_collections.ConfigDict:
     # dilated8: how convolutions compute, the same function either way: "auto" (on CPU, 1x1 and
     # mostly-padding ones as one matmul per tap; advseg_jax/models/exact_taps.py), "taps", "lax".
     config.segmentor.conv_algorithm = "auto"
+    # dilated8: VGG16's widths (64..512, fc6/fc7 4096) divided by this: the same network, narrow,
+    # for tests and CPU trials. 1 = Yu & Koltun's, the only one `pretrained` weights fit.
+    config.segmentor.width_divisor = 1
     config.segmentor.widths = (16, 64, 256)  # multiscale: stage widths (Farabet et al. 2013).
     config.segmentor.kernel_size = 7  # multiscale (Farabet et al. 2013).
     config.segmentor.activation = "tanh"  # multiscale: "tanh" | "relu" (Farabet et al.: tanh).
@@ -147,6 +150,9 @@ def get_config() -> ml_collections.ConfigDict:
     # The paper's adversary widths (image 16→64, labels 64, trunk 128/256/512) divided by this,
     # so that the adversary does not dominate a CPU step on 48x48 digits. 1 = the paper's widths.
     config.adversary.width_divisor = 4
+    # fcn (Hung et al. 2018): its widths (64, 128, 256, 512) divided by this, for tests and CPU
+    # trials. 1 = theirs; apart from width_divisor, whose default above is not theirs.
+    config.adversary.fcn_width_divisor = 1
     config.adversary.steps_per_segmentor_step = 1
     config.adversary.optimizer = "adam"
     config.adversary.learning_rate = 2e-4  # DCGAN's discriminator rate; 1e-3 wins at once.

@@ -63,12 +63,14 @@ class Dilated8(nn.Module):
     context_module: bool = True
     dtype: Any = jnp.float32
     conv_algorithm: str = "auto"  # `exact_taps.SETTINGS`.
+    width_divisor: int = 1  # The front-end's widths divided by this (`vgg.VGG16`).
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = vgg.preprocess_caffe(images)
         x = vgg.VGG16(dilated=True, num_classes=self.num_classes, dropout_rate=self.dropout_rate,
-                      dtype=self.dtype, conv_algorithm=self.conv_algorithm, name="frontend")(
+                      dtype=self.dtype, conv_algorithm=self.conv_algorithm,
+                      width_divisor=self.width_divisor, name="frontend")(
                               x, train=train)
         if self.context_module:
             x = ContextModule(self.num_classes, dtype=self.dtype,
@@ -83,7 +85,8 @@ def _dilated8(config: ml_collections.ConfigDict) -> nn.Module:
                     dropout_rate=config.segmentor.dropout_rate,
                     context_module=config.segmentor.context_module,
                     dtype=jnp.dtype(config.dtype),
-                    conv_algorithm=config.segmentor.conv_algorithm)
+                    conv_algorithm=config.segmentor.conv_algorithm,
+                    width_divisor=config.segmentor.width_divisor)
 
 
 @registry.register_pretrained_loader("dilated8")

@@ -28,6 +28,7 @@ class FCNDiscriminator(nn.Module):
     """Per-pixel logits [N, h, w] for label maps [N, h, w, K] (the image is not an input)."""
 
     dtype: jnp.dtype = jnp.float32
+    width_divisor: int = 1  # Every width but the last divided by this (1 = Hung et al.'s).
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, label_maps: jnp.ndarray,
@@ -35,7 +36,8 @@ class FCNDiscriminator(nn.Module):
         del images, train  # Hung et al.'s discriminator sees the label map only.
         x = label_maps.astype(self.dtype)
         for index, width in enumerate(WIDTHS):
-            x = nn.Conv(width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+            x = nn.Conv(max(1, width // self.width_divisor), (4, 4), strides=(2, 2),
+                        padding=((1, 1), (1, 1)),
                         dtype=self.dtype, name=f"conv{index + 1}")(x)
             if index < len(WIDTHS) - 1:
                 x = nn.leaky_relu(x, LEAKY_SLOPE)
@@ -46,4 +48,5 @@ class FCNDiscriminator(nn.Module):
 
 @registry.register_adversary("fcn")
 def _fcn(config: ml_collections.ConfigDict) -> nn.Module:
-    return FCNDiscriminator(dtype=jnp.dtype(config.dtype))
+    return FCNDiscriminator(dtype=jnp.dtype(config.dtype),
+                            width_divisor=config.adversary.fcn_width_divisor)

@@ -57,15 +57,19 @@ class VGG16(nn.Module):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
     conv_algorithm: str = "auto"  # How the convolutions compute: `exact_taps.SETTINGS`.
+    # Every width divided by this: the same network, narrow (tests, CPU trials). 1 = VGG16's,
+    # the only one the ImageNet weights fit.
+    width_divisor: int = 1
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = x.astype(self.dtype)
+        narrow = lambda width: max(1, width // self.width_divisor)
         conv = exact_taps.conv_general_dilated(self.conv_algorithm)
         for block, widths in enumerate(VGG16_BLOCKS, start=1):
             dilation = CONV5_DILATION if (self.dilated and block == 5) else 1
             for i, width in enumerate(widths, start=1):
-                x = nn.Conv(width, (3, 3), kernel_dilation=dilation, padding="SAME",
+                x = nn.Conv(narrow(width), (3, 3), kernel_dilation=dilation, padding="SAME",
                             dtype=self.dtype, conv_general_dilated=conv,
                             name=f"block{block}_conv{i}")(x)
                 x = nn.relu(x)
@@ -75,11 +79,12 @@ class VGG16(nn.Module):
             return x.astype(jnp.float32)
         if self.num_classes <= 0:
             raise ValueError(f"VGG16(dilated=True) needs num_classes > 0, got {self.num_classes}.")
-        x = nn.Conv(FC_WIDTH, (FC6_KERNEL, FC6_KERNEL), kernel_dilation=FC6_DILATION,
+        x = nn.Conv(narrow(FC_WIDTH), (FC6_KERNEL, FC6_KERNEL), kernel_dilation=FC6_DILATION,
                     padding="SAME", dtype=self.dtype, conv_general_dilated=conv,
                     name="fc6")(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
-        x = nn.Conv(FC_WIDTH, (1, 1), dtype=self.dtype, conv_general_dilated=conv, name="fc7")(x)
+        x = nn.Conv(narrow(FC_WIDTH), (1, 1), dtype=self.dtype, conv_general_dilated=conv,
+                    name="fc7")(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
         x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, conv_general_dilated=conv,
                     name="final")(x)
