@@ -52,6 +52,7 @@ from advseg_jax import platforms
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
+from advseg_jax.data import dataset_facts
 from advseg_jax.data import dataset_info
 from advseg_jax.data import folder_files
 from advseg_jax.data.class_info import IGNORE_LABEL
@@ -404,9 +405,14 @@ def main(argv: List[str]) -> None:
         config = config_checks.config_from_flag(flags.FLAGS)
         cli.hide_accelerators_from_tensorflow()
         distributed.initialize(None, None, None)
-        config = dataset_info.with_num_classes(config)
+        try:  # Classes from the builder's metadata: the benchmark also runs on unprepared data.
+            facts = dataset_facts.load(config, dataset_info.builder(config))
+        except ValueError as error:  # A TFRecord build, no class names (a FolderError too).
+            raise config_checks.ConfigError(str(error)) from None
+        config = dataset_facts.with_num_classes(config, facts)
         config_checks.validate_config(config)
         config_checks.check_input_sizes(config)
+        config_checks.check_class_count(config, facts)
     except (config_checks.ConfigError, folder_files.FolderError) as error:
         sys.exit(f"Error: {error}")
     try:

@@ -5,13 +5,17 @@ size too small for the data fails at the first evaluation), and one that surface
 (labels beyond `num_classes`, a crop the networks shrink to nothing) sends users after the
 learning rate. So sizes are checked against the networks (by tracing them abstractly, which
 costs no compute) and against the dataset before the first step.
+
+`resolve` is a run's one pass over its config: the keys left to the dataset (`num_classes`,
+`input.eval_size`) are filled in and the checks made from a single `dataset_facts.DatasetFacts`,
+so the dataset is read once and every check sees what the run will use.
 """
 
 import copy
 import functools
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -26,12 +30,14 @@ from advseg_jax import losses
 from advseg_jax import models
 from advseg_jax import optim
 from advseg_jax.data import class_info
-from advseg_jax.data import dataset_info
+from advseg_jax.data import dataset_facts
 from advseg_jax.models import exact_taps
 
 _REFERENCE_SIZE = 1024  # A power of two: every network's downsampling divides it.
 # input.eval_size meaning "the dataset's largest image, rounded up to the segmentor's multiple".
 AUTO_EVAL_SIZE = (0, 0)
+# What the dataset checks take: the run's facts, or a builder (read afresh at each call).
+_Dataset = Union[dataset_facts.DatasetFacts, tfds.core.DatasetBuilder]
 
 
 class ConfigError(ValueError):
@@ -61,7 +67,11 @@ def config_from_flag(flag_values, name: str = "config") -> ml_collections.Config
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError naming the key, its value and what to use instead."""
+    """Raises ConfigError naming the key, its value and what to use instead.
+
+    The config alone, so it costs no read of the dataset: `check_dataset` checks it against
+    the data, and `resolve` makes both checks.
+    """
     if config.lambda_adv < 0:
         raise ConfigError(f"lambda_adv={config.lambda_adv} must be >= 0 "
                           "(0 = baseline, no adversary).")
@@ -118,11 +128,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                           "['float32', 'bfloat16', 'float16'].")
     if config.num_classes < 1:
         raise ConfigError(f"num_classes={config.num_classes}: resolve it from the dataset first "
-                          "(dataset_info.with_num_classes), or set it to the class count.")
-    try:  # num_classes matches the dataset's class names (read from its metadata).
-        dataset_info.class_names(dataset_info.builder(config), config.num_classes)
-    except ValueError as error:  # A FolderError too: a folder config that cannot work.
-        raise ConfigError(str(error)) from None
+                          "(config_checks.resolve), or set it to the class count.")
     if config.best_checkpoint_metric not in ("", *checkpointing.BEST_METRICS):
         raise ConfigError(f"Unknown best_checkpoint_metric={config.best_checkpoint_metric!r}; "
                           f"valid options: {['', *checkpointing.BEST_METRICS]}.")
@@ -299,31 +305,36 @@ def check_input_sizes(config: ml_collections.ConfigDict) -> None:
                               f"--config.input.{key}='{fix}'.")
 
 
+def resolve(config: ml_collections.ConfigDict,
+            facts: Optional[dataset_facts.DatasetFacts] = None, *, check: bool = True
+            ) -> Tuple[ml_collections.ConfigDict, dataset_facts.DatasetFacts]:
+    """`config` resolved against its dataset, and checked, from one read of the dataset.
+
+    `num_classes` 0 becomes the dataset's class count and `input.eval_size` (0, 0) the largest
+    evaluated image's size; with `check`, the config is validated and checked against the
+    data (`check_dataset`). Without `facts`, the dataset is prepared on first use
+    (`dataset_facts.load`). Writes nothing, so a run refuses before touching its workdir.
+    """
+    if facts is None:
+        try:
+            facts = dataset_facts.load(config)
+        except ValueError as error:  # FolderError, a TFRecord build, no class names, ...
+            raise ConfigError(str(error)) from error
+    config = dataset_facts.with_num_classes(config, facts)
+    if check:
+        validate_config(config)  # Before sizes: they trace the configured networks.
+    config = with_eval_size(config, facts)
+    if check:
+        check_input_sizes(config)
+        check_dataset(config, facts)
+    return config, facts
+
+
 def largest_image(builder: tfds.core.DatasetBuilder, split: str,
                   num_examples: Optional[int] = None) -> Tuple[int, int]:
-    """(max height, max width) over `split` (its first `num_examples`): from the dataset's
-    metadata when its images have a fixed shape, else from the encoded images' headers."""
-    shape = builder.info.features["image"].shape
-    if shape[0] is not None and shape[1] is not None:
-        return int(shape[0]), int(shape[1])
-    return _largest_encoded_image(builder, split, num_examples)
-
-
-def _largest_encoded_image(builder: tfds.core.DatasetBuilder, split: str,
-                           num_examples: Optional[int]) -> Tuple[int, int]:
-    """`largest_image` of an array_record split without TensorFlow: PIL reads each encoded
-    image's header only (random access, no decoding)."""
-    import io
-    from PIL import Image
-    from advseg_jax import grain_pipeline
-    grain_pipeline.check_array_record(builder)
-    source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-    count = min(len(source), num_examples) if num_examples else len(source)
-    largest = (0, 0)
-    for index in range(count):
-        with Image.open(io.BytesIO(source[index]["image"])) as image:
-            largest = (max(largest[0], image.height), max(largest[1], image.width))
-    return largest
+    """(max height, max width) over `split` (its first `num_examples`); see
+    `dataset_facts.largest_image`, and `DatasetFacts.largest_image`, which computes it once."""
+    return dataset_facts.largest_image(builder, split, num_examples)
 
 
 def _evaluated_splits(config: ml_collections.ConfigDict) -> List[Tuple[str, Optional[int]]]:
@@ -334,20 +345,26 @@ def _evaluated_splits(config: ml_collections.ConfigDict) -> List[Tuple[str, Opti
     return splits
 
 
-def largest_evaluated_image(config: ml_collections.ConfigDict,
-                            builder: tfds.core.DatasetBuilder) -> Tuple[int, int]:
+def _evaluated_sizes(config: ml_collections.ConfigDict,
+                     facts: dataset_facts.DatasetFacts) -> List[Tuple[str, Tuple[int, int]]]:
+    """(split, largest image) of each evaluated split, after `input.image_scale` (evaluation
+    sees images rescaled by it, with augment.rescale's rounding)."""
+    return [(split, tuple(max(1, int(np.round(side * config.input.image_scale)))
+                          for side in facts.largest_image(split, count)))
+            for split, count in _evaluated_splits(config)]
+
+
+def largest_evaluated_image(config: ml_collections.ConfigDict, dataset: _Dataset
+                            ) -> Tuple[int, int]:
     """(max height, max width) over the evaluated images, after `input.image_scale`."""
     largest = (1, 1)
-    for split, count in _evaluated_splits(config):
-        # Evaluation sees images rescaled by input.image_scale (augment.rescale's rounding).
-        size = tuple(max(1, int(np.round(side * config.input.image_scale)))
-                     for side in largest_image(builder, split, count))
+    for _, size in _evaluated_sizes(config, dataset_facts.of(config, dataset)):
         largest = (max(largest[0], size[0]), max(largest[1], size[1]))
     return largest
 
 
 def with_eval_size(config: ml_collections.ConfigDict,
-                   builder: tfds.core.DatasetBuilder) -> ml_collections.ConfigDict:
+                   dataset: _Dataset) -> ml_collections.ConfigDict:
     """`config`, or a copy whose `input.eval_size` (0, 0) is the largest evaluated image's
     size rounded up to the segmentor's multiple: a dataset nobody has measured just works."""
     if tuple(config.input.eval_size) != AUTO_EVAL_SIZE:
@@ -355,33 +372,38 @@ def with_eval_size(config: ml_collections.ConfigDict,
     multiple = size_multiple(config)
     resolved = copy.deepcopy(config)
     resolved.input.eval_size = tuple(math.ceil(side / multiple) * multiple
-                                     for side in largest_evaluated_image(config, builder))
+                                     for side in largest_evaluated_image(config, dataset))
     return resolved
 
 
-def check_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> None:
-    """`num_classes` against the dataset's classes, `input.eval_size` against its largest image."""
+def check_class_count(config: ml_collections.ConfigDict,
+                      facts: dataset_facts.DatasetFacts) -> None:
+    """`num_classes` against the dataset's classes (also for tools that need no data)."""
     try:
-        dataset_info.class_names(builder, config.num_classes)
+        facts.check_num_classes(config.num_classes)
     except ValueError as error:
         raise ConfigError(f"{error} (label ids 0..num_classes-1; 255 = void)") from None
+
+
+def check_dataset(config: ml_collections.ConfigDict, dataset: _Dataset) -> None:
+    """`num_classes` against the dataset's classes, the unlabeled split's size, and
+    `input.eval_size` against the largest evaluated image."""
+    facts = dataset_facts.of(config, dataset)
+    check_class_count(config, facts)
     if config.unlabeled_split:
         try:
-            count = builder.info.splits[config.unlabeled_split].num_examples
+            count = facts.num_examples(config.unlabeled_split)
         except (KeyError, ValueError) as error:
             raise ConfigError(f"unlabeled_split={config.unlabeled_split!r} is not a split of "
                               f"{config.dataset!r} ({error}); its splits: "
-                              f"{sorted(builder.info.splits)}. Slices such as 'train[72:]' "
+                              f"{sorted(facts.split_sizes)}. Slices such as 'train[72:]' "
                               "work too.") from None
         if count < (config.unlabeled_batch_size or config.batch_size) // jax.process_count():
             raise ConfigError(f"unlabeled_split={config.unlabeled_split!r} has {count} "
                               "examples, fewer than one unlabeled batch.")
     multiple = size_multiple(config)
     eval_size = tuple(config.input.eval_size)
-    for split, count in _evaluated_splits(config):
-        # Evaluation sees images rescaled by input.image_scale (augment.rescale's rounding).
-        largest = tuple(max(1, int(np.round(side * config.input.image_scale)))
-                        for side in largest_image(builder, split, count))
+    for split, largest in _evaluated_sizes(config, facts):
         if largest[0] > eval_size[0] or largest[1] > eval_size[1]:
             fix = tuple(math.ceil(max(a, b) / multiple) * multiple
                         for a, b in zip(largest, eval_size))

@@ -33,13 +33,11 @@ from ml_collections import config_flags  # noqa: E402
 from advseg_jax import checkpointing  # noqa: E402
 from advseg_jax import cli  # noqa: E402
 from advseg_jax import evaluation  # noqa: E402
-from advseg_jax import input_pipeline  # noqa: E402
 from advseg_jax import sharding  # noqa: E402
 from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import state as state_lib  # noqa: E402
 from advseg_jax import train_step as steps  # noqa: E402
 from advseg_jax import workdir_io  # noqa: E402
-from advseg_jax.data import dataset_info  # noqa: E402
 from advseg_jax.data import folder_files  # noqa: E402
 
 
@@ -107,13 +105,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     NaN scores (a class absent from the split) become None.
     """
     mesh = sharding.make_mesh()
-    config = dataset_info.with_num_classes(config)
+    # As training resolved it, from one read of the dataset (unchecked: the run checked it).
+    config, facts = config_checks.resolve(config, check=False)
     params, step = restore_params(config, workdir, step, mesh)
-    builder = input_pipeline.get_builder(config)
-    config = config_checks.with_eval_size(config, builder)
     segmentor, _ = state_lib.build_models(config)
     eval_step = steps.make_eval_step(config, mesh, segmentor)
-    scores, _ = evaluation.evaluate(config, eval_step, params, builder, mesh, config.eval_split)
+    scores, _ = evaluation.evaluate(config, eval_step, params, facts, mesh, config.eval_split)
     scores.pop("confusion")
     return workdir_io.json_ready({"step": step, "split": config.eval_split, **scores})
 

@@ -1,6 +1,6 @@
 """Scores over a whole split: one confusion matrix summed over every batch, device and process."""
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import jax
 import ml_collections
@@ -12,7 +12,7 @@ from advseg_jax import device_prefetch
 from advseg_jax import input_pipeline
 from advseg_jax import metrics
 from advseg_jax import sharding
-from advseg_jax.data import dataset_info
+from advseg_jax.data import dataset_facts
 
 
 def _local_rows(array: jax.Array) -> np.ndarray:
@@ -48,14 +48,17 @@ def _host_total(words: Tuple[jax.Array, jax.Array]) -> np.ndarray:
 
 
 def evaluate(config: ml_collections.ConfigDict, eval_step, params,
-             builder: tfds.core.DatasetBuilder,
+             dataset: Union[dataset_facts.DatasetFacts, tfds.core.DatasetBuilder],
              mesh: Mesh, split: str, num_examples: Optional[int] = None,
              num_images: int = 0) -> Tuple[dict, Optional[np.ndarray]]:
     """(scores of `metrics.segmentation_scores` + `confusion`, image|truth|prediction strips).
 
+    `dataset`: the run's facts (class names and palette as resolved, read once), or a builder.
     Strips (uint8 [k, H, 3W, 3]) come from this process's first rows; None if `num_images` is 0.
     Nothing is read from the device before the last batch has been dispatched.
     """
+    facts = dataset_facts.of(config, dataset)
+    builder = facts.builder
     words = None  # The running confusion matrix, on the device.
     first = None  # (host batch, device predictions) of the first batch, for the strips.
     batches = device_prefetch.Prefetcher(
@@ -78,9 +81,9 @@ def evaluate(config: ml_collections.ConfigDict, eval_step, params,
         total = (np.zeros((config.num_classes,) * 2, np.int64) if words is None
                  else _host_total(words))
         strips = (None if first is None else _strips(first[0], _local_rows(first[1]),
-                                                     num_images, dataset_info.palette(builder)))
-    names = dataset_info.class_names(builder, config.num_classes)
-    scores = metrics.segmentation_scores(total, names)
+                                                     num_images, facts.palette))
+    facts.check_num_classes(config.num_classes)
+    scores = metrics.segmentation_scores(total, facts.class_names)
     scores["confusion"] = total.tolist()
     return scores, strips
 

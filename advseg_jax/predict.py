@@ -24,7 +24,7 @@ skipped; the others are still written, and the exit status is 1 at the end.
 
 import os
 import sys
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,6 +44,7 @@ from advseg_jax import cli  # noqa: E402
 from advseg_jax import config_checks  # noqa: E402
 from advseg_jax import evaluate  # noqa: E402
 from advseg_jax import models  # noqa: E402
+from advseg_jax.data import dataset_facts  # noqa: E402
 from advseg_jax.data import dataset_info  # noqa: E402
 from advseg_jax.data import folder_files  # noqa: E402
 
@@ -196,10 +197,14 @@ def check_images(files: Sequence[str], max_pixels: int) -> Dict[str, str]:
 
 
 def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str],
-                  output_dir: str) -> Tuple[List[str], Dict[str, str]]:
-    """Writes mask and overlay per file: (mask paths, {file: error} of files that failed)."""
+                  output_dir: str, facts: Optional[dataset_facts.DatasetFacts] = None
+                  ) -> Tuple[List[str], Dict[str, str]]:
+    """Writes mask and overlay per file: (mask paths, {file: error} of files that failed).
+
+    The masks take the dataset's own colours, from `facts` (else read from its builder).
+    """
     predict = make_predict_fn(config, params)
-    palette = dataset_info.palette(dataset_info.builder(config))  # The dataset's own colours.
+    palette = (facts or _facts(config)).palette
     os.makedirs(output_dir, exist_ok=True)
     written, failed = [], {}
     for file in files:
@@ -220,6 +225,11 @@ def predict_files(config: ml_collections.ConfigDict, params, files: Sequence[str
     return written, failed
 
 
+def _facts(config: ml_collections.ConfigDict) -> dataset_facts.DatasetFacts:
+    """Classes and palette from the builder's own metadata: predicting needs no prepared data."""
+    return dataset_facts.load(config, dataset_info.builder(config))
+
+
 def predict_path(config: ml_collections.ConfigDict, workdir: str, input_path: str,
                  output_dir: str, step: Union[None, int, str] = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[List[str], Dict[str, str]]:
@@ -234,10 +244,11 @@ def predict_path(config: ml_collections.ConfigDict, workdir: str, input_path: st
     usable = [file for file in files if file not in failed]
     if not usable:
         return [], failed
-    config = dataset_info.with_num_classes(config)
+    facts = _facts(config)
+    config = dataset_facts.with_num_classes(config, facts)
     params, step = evaluate.restore_params(config, workdir, step)
     logging.info("Segmenting %d images with step %d of %s.", len(usable), step, workdir)
-    written, unreadable = predict_files(config, params, usable, output_dir)
+    written, unreadable = predict_files(config, params, usable, output_dir, facts)
     return written, {**failed, **unreadable}
 
 

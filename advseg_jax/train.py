@@ -36,7 +36,7 @@ from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax import workdir_io
 from advseg_jax import workdir_lock
-from advseg_jax.data import dataset_info
+from advseg_jax.data import dataset_facts
 
 
 class NonFiniteError(FloatingPointError):
@@ -184,23 +184,23 @@ class _InputWait:
         return self._waited / wall if wall > 0 else 0.0
 
 
-def _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh, step,
+def _evaluate_and_write(config, workdir, writer, eval_step, state, facts, mesh, step,
                         curves_step=None) -> dict:
     params = state.segmentor.params
-    scores, strips = evaluation.evaluate(config, eval_step, params, builder, mesh,
+    scores, strips = evaluation.evaluate(config, eval_step, params, facts, mesh,
                                          config.eval_split, num_images=config.num_image_summaries)
     # Epochs, not steps, are what curves are compared by (Fig. 4), across batch sizes and splits.
-    epoch = step * config.batch_size / builder.info.splits[config.train_split].num_examples
+    epoch = step * config.batch_size / facts.num_examples(config.train_split)
     records = [dict(step=step, epoch=epoch, split=config.eval_split, **scores)]
     if config.num_train_eval_examples:
         # -1: the whole training split (unaugmented), as the paper's training-set curve.
         count = None if config.num_train_eval_examples < 0 else config.num_train_eval_examples
-        train_scores, _ = evaluation.evaluate(config, eval_step, params, builder, mesh,
+        train_scores, _ = evaluation.evaluate(config, eval_step, params, facts, mesh,
                                               config.train_split, count)
         records.append(dict(step=step, epoch=epoch, split="train", **train_scores))
     if curves_step is not None:  # Issue 32: what each self-training criterion would select.
         records[0]["selection_curves"] = selection_curves.evaluate(config, curves_step, state,
-                                                                   builder, mesh)
+                                                                   facts.builder, mesh)
     for record in records:
         prefix = "eval" if record["split"] == config.eval_split else "train_eval"
         writer.write_scalars(step, {f"{prefix}/{k}": record[k] for k in
@@ -254,24 +254,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Optio
     workdir in use by a live run (`WorkdirInUseError`) and a checkpoint of another model
     (`RestoreError`).
     """
-    try:  # num_classes = 0: as many as the dataset names (a folder dataset's class_names).
-        config = dataset_info.with_num_classes(config)
-    except ValueError as error:  # A folder config that cannot work (FolderError), for one.
-        raise config_checks.ConfigError(str(error)) from None
-    config_checks.validate_config(config)
-    config_checks.check_input_sizes(config)
+    # One read of the dataset (prepared on first use) resolves num_classes = 0 and
+    # input.eval_size = (0, 0) and checks the config against the data.
+    config, facts = config_checks.resolve(config)
     os.makedirs(workdir, exist_ok=True)
     with workdir_lock.locked(workdir):
-        return _train_locked(config, workdir)
+        return _train_locked(config, facts, workdir)
 
 
-def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[dict]:
+def _train_locked(config: ml_collections.ConfigDict, facts: dataset_facts.DatasetFacts,
+                  workdir: str) -> Optional[dict]:
     mesh = sharding.make_mesh()
-    builder = input_pipeline.get_builder(config)
-    if tuple(config.input.eval_size) == config_checks.AUTO_EVAL_SIZE:  # From the data.
-        config = config_checks.with_eval_size(config, builder)
-        config_checks.check_input_sizes(config)
-    config_checks.check_dataset(config, builder)
+    builder = facts.builder
     segmentor, adversary = state_lib.build_models(config)
     best = checkpointing.BestTracker(config, workdir)
     checkpoints = checkpointing.manager(workdir, config)
@@ -291,7 +285,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
     record = None
     if _missed_eval(config, workdir, start_step):
         logging.info("Evaluating step %d, checkpointed but not evaluated before.", start_step)
-        record = _evaluate_and_write(config, workdir, writer, eval_step, state, builder, mesh,
+        record = _evaluate_and_write(config, workdir, writer, eval_step, state, facts, mesh,
                                      start_step, curves_step)
         _track_best(best, checkpoints, start_step, record)
     batches = device_prefetch.Prefetcher(
@@ -337,7 +331,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> Optional[d
                     skipped = _settle(pending, config, skipped, logged, start_step)
                     with report_progress.timed("eval"), input_wait.excluded(), _sync_point():
                         record = _evaluate_and_write(config, workdir, writer, eval_step, state,
-                                                     builder, mesh, step, curves_step)
+                                                     facts, mesh, step, curves_step)
                         _track_best(best, checkpoints, step, record)
             if stopping:
                 checkpoints.wait_until_finished()

@@ -1,13 +1,13 @@
-"""A config's dataset builder, and the classes, palette and class count read from its metadata.
+"""A config's dataset builder, and how classes and palette are read from its metadata.
 
 Every tool (training, evaluation, predict, prepare_data, the benchmark) gets its builder here,
 so a folder dataset (`config.dataset = "segmentation_folder"`, configured by `config.folder`)
 and a registered one are handled alike, and class names and colours come from the dataset,
-never from a table keyed by dataset name.
+never from a table keyed by dataset name. Tools read them once per run, into
+`dataset_facts.DatasetFacts`; the readers here are what that read is made of.
 """
 
-import copy
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import ml_collections
 import numpy as np
@@ -59,6 +59,12 @@ def _metadata(dataset: tfds.core.DatasetBuilder) -> dict:
     return dict(metadata.items()) if metadata is not None else {}
 
 
+def recorded_class_names(dataset: tfds.core.DatasetBuilder) -> Optional[Tuple[str, ...]]:
+    """The class names the dataset's metadata records; None for a TFDS dataset made elsewhere."""
+    names = _metadata(dataset).get("class_names")
+    return None if names is None else tuple(names)
+
+
 def class_names(dataset: tfds.core.DatasetBuilder,
                 num_classes: Optional[int] = None) -> Tuple[str, ...]:
     """Names of label ids 0, 1, ... from the dataset's metadata.
@@ -66,18 +72,24 @@ def class_names(dataset: tfds.core.DatasetBuilder,
     A TFDS dataset made elsewhere has none: its classes are then class_0, class_1, ... (which
     needs `num_classes`). Raises ValueError if `num_classes` disagrees with the dataset's names.
     """
-    names = _metadata(dataset).get("class_names")
+    names = recorded_class_names(dataset)
     if names is None:
         if not num_classes:
             raise ValueError(f"Dataset {dataset.info.full_name!r} records no class names; set "
                              "config.num_classes to its number of classes.")
         return tuple(f"class_{i}" for i in range(num_classes))
-    names = tuple(names)
+    check_class_count(dataset.name, names, num_classes)
+    return names
+
+
+def check_class_count(dataset_name: str, names: Sequence[str],
+                      num_classes: Optional[int]) -> None:
+    """Raises ValueError naming the dataset's classes unless there are `num_classes` (None:
+    any count)."""
     if num_classes is not None and len(names) != num_classes:
-        raise ValueError(f"num_classes={num_classes} but dataset {dataset.name!r} has "
+        raise ValueError(f"num_classes={num_classes} but dataset {dataset_name!r} has "
                          f"{len(names)} classes ({', '.join(names)}); set "
                          f"num_classes={len(names)} (or 0: the dataset's count).")
-    return names
 
 
 def palette(dataset: tfds.core.DatasetBuilder) -> np.ndarray:
@@ -91,11 +103,11 @@ def with_num_classes(config: ml_collections.ConfigDict,
                      ) -> ml_collections.ConfigDict:
     """`config`, or a copy with `num_classes` = the dataset's class count if it is 0.
 
-    `num_classes = 0` (the folder config's default) means "as many as the dataset names", so a
-    user lists their classes once, in `config.folder.class_names`.
+    For a tool that resolves nothing else (`dataset_facts.with_num_classes` of the builder's
+    facts); a run resolves every key from one read with `config_checks.resolve`.
     """
+    from advseg_jax.data import dataset_facts  # It reads the builder through this module.
     if config.num_classes:
         return config
-    resolved = copy.deepcopy(config)
-    resolved.num_classes = len(class_names(dataset or builder(config)))
-    return resolved
+    facts = dataset_facts.load(config, dataset or builder(config))
+    return dataset_facts.with_num_classes(config, facts)
