@@ -315,6 +315,8 @@ def resolve(config: ml_collections.ConfigDict,
     data (`check_dataset`). Without `facts`, the dataset is prepared on first use
     (`dataset_facts.load`). Writes nothing, so a run refuses before touching its workdir.
     """
+    if check and config.num_classes:  # A config mistake refused before a first-time build.
+        validate_config(config)
     if facts is None:
         try:
             facts = dataset_facts.load(config)

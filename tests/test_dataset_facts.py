@@ -97,3 +97,12 @@ def test_a_run_reads_its_dataset_once(tiny_config, tmp_path, monkeypatch, counte
     assert len(loads) == 1 and len(builders) == 1
     assert len(counted_largest_image) == 2  # Validation, and the train-eval examples.
     assert record["class_names"] == list(class_info.DIGIT_SCENES_CLASSES)
+
+
+def test_a_config_mistake_is_refused_before_the_dataset_is_built(tiny_config, tmp_path):
+    """With num_classes given, the config alone is checked first: a typo costs no build."""
+    tiny_config.data_dir = str(tmp_path / "empty")
+    tiny_config.segmentor.name = "no_such_net"
+    with pytest.raises(config_checks.ConfigError, match="segmentor.name='no_such_net'"):
+        config_checks.resolve(tiny_config)
+    assert not (tmp_path / "empty").exists()
