@@ -59,8 +59,9 @@ def _stanford(settings: Settings) -> ml_collections.ConfigDict:
     config = stanford_background.get_config()
     config.data_dir, config.manual_dir = settings.data_dir, settings.manual_dir or ""
     config.compilation_cache_dir = ""
-    if settings.smoke:  # The paper's model and crop, shrunk to seconds on a CPU.
-        config.input.crop_size, config.input.eval_size = (48, 64), (320, 320)
+    if settings.smoke:  # The paper's model and crop, shrunk to seconds on a CPU; eval_size
+        # from the data (Stanford's 320x320, digit_scenes' 48x48 without --manual_dir).
+        config.input.crop_size, config.input.eval_size = (48, 64), (0, 0)
         config.segmentor.widths = (4, 8, 16)
         config.adversary.width_divisor = 16
     return config

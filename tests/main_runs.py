@@ -41,7 +41,9 @@ _REFERENCE_RUNS: Dict[str, Path] = {}
 
 def _env(devices: int, xla_flags: str) -> dict:
     env = dict(os.environ)
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {xla_flags}",
+    level = next((flag for flag in env.get("XLA_FLAGS", "").split()
+                  if "xla_backend_optimization_level" in flag), "")  # The suite's (conftest).
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {level} {xla_flags}",
                JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))

@@ -18,7 +18,8 @@ BENCHMARK_FIELDS = {"microbatch_size", "estimated_peak_memory_gb", "measured_pea
 @pytest.mark.slow
 def test_smoke_run_writes_every_part(tmp_path, data_dir):
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device, as a GPU.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device, as a GPU;
+    # --smoke compiles at LLVM level 0 by itself.
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "device_check.py"), "--smoke",
          f"--out={out}", f"--data_dir={data_dir}", "--budget_s=1200"],

@@ -145,7 +145,8 @@ def test_wheel_installs_and_trains_outside_the_repository(tmp_path, data_dir):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = dict(os.environ, PYTHONPATH=str(target), JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+               XLA_FLAGS="--xla_force_host_platform_device_count=1 "
+               "--xla_backend_optimization_level=0")  # As the suite (conftest).
     origin = _run([sys.executable, "-c", "import advseg_jax; print(advseg_jax.__file__)"],
                   outside, env)
     assert origin.stdout.strip().startswith(str(target)), origin.stdout + origin.stderr

@@ -13,6 +13,28 @@ from advseg_jax import peak_flops
 FAKE_PEAKS = {"float32": 3e9, "bfloat16": 12e9}  # Per device; far from any real CPU figure.
 
 
+@pytest.fixture(autouse=True)
+def fresh_peaks(monkeypatch):
+    """Each test measures (fakes) its own peaks: the process-wide memo starts empty."""
+    monkeypatch.setattr(benchmark, "_MEASURED_PEAKS", {})
+
+
+def test_a_peak_is_measured_once_per_process(monkeypatch):
+    calls = []
+
+    def fake_clean(size, repeats, timeout_s=600.0, dtype="float32"):
+        calls.append((size, dtype))
+        return {"peak_flops_per_device": FAKE_PEAKS[dtype]}
+
+    monkeypatch.setattr(peak_flops, "measure_clean", fake_clean)
+    for _ in range(3):  # device_check's three benchmarks, say.
+        peaks = benchmark.measure_peaks("float32", platform="cpu", matmul_size=256)
+    assert {k: v[0] for k, v in peaks.items()} == FAKE_PEAKS
+    assert sorted(calls) == [(256, "bfloat16"), (256, "float32")]
+    benchmark.measure_peak(None, "float32", platform="cpu")  # Another size: measured anew.
+    assert calls[-1] == (peak_flops.MATMUL_SIZE, "float32")
+
+
 def test_chained_matmuls_count_every_matmul(monkeypatch):
     """FLOPs of one call are 2 n³ per chained matmul: with a clock that advances 1 s per
     reading, a call of 3 chained 64² matmuls reads 2·64³·3 FLOP/s."""
@@ -42,12 +64,14 @@ def test_accelerator_peak_is_a_loop_of_large_matmuls_or_the_chip_table(monkeypat
         raise MemoryError("no room")
 
     monkeypatch.setattr(peak_flops, "measure", failing)
+    monkeypatch.setattr(benchmark, "_MEASURED_PEAKS", {})  # Forget the measured peaks.
     h200 = types.SimpleNamespace(device_kind="NVIDIA H200", platform="gpu")
     monkeypatch.setattr(jax, "devices", lambda *a: [h200])
     peak, source = benchmark.measure_peak(None, "bfloat16", platform="gpu")
     assert peak == 989.4e12 and "CHIP_PEAKS" in source and "MemoryError" in source
     assert benchmark.measure_peak(None, "float32", platform="gpu")[0] == 494.7e12
     h200.device_kind = "Unknown chip"
+    monkeypatch.setattr(benchmark, "_MEASURED_PEAKS", {})
     with pytest.raises(RuntimeError, match="not in peak_flops.CHIP_PEAKS: pass --peak_flops"):
         benchmark.measure_peak(None, "float32", platform="gpu")
 
