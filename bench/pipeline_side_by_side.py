@@ -34,6 +34,8 @@ import tempfile
 import time
 from typing import List
 
+import side_by_side  # bench/, this script's folder: the revision's export is shared.
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 
@@ -58,15 +60,6 @@ for item in overrides:
 from advseg_jax import benchmark
 print(json.dumps(benchmark.measure_input(config, batches)))
 """
-
-
-def _export(rev: str, directory: str) -> None:
-    """The revision's tracked files under `directory` (git archive | tar -x)."""
-    archive = subprocess.run(["git", "-C", _ROOT, "archive", "--format=tar", rev],
-                             capture_output=True, check=False)
-    if archive.returncode != 0:
-        raise SystemExit(f"--rev={rev!r}: git archive failed: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", directory], input=archive.stdout, check=True)
 
 
 def _env(tree: str) -> dict:
@@ -108,7 +101,7 @@ def _loop(tree: str, data_dir: str, args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> dict:
     trees = {}
     with tempfile.TemporaryDirectory(prefix="pipeline_side_by_side_") as directory:
-        _export(args.rev, directory)
+        side_by_side.export_revision(args.rev, directory)
         paths = {"revision": (directory, args.rev_data_dir), "current": (_ROOT, args.data_dir)}
         for round_ in range(args.rounds):
             for name, (tree, data_dir) in paths.items():

@@ -25,7 +25,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 
 
-def _export(rev: str, directory: str) -> None:
+def export_revision(rev: str, directory: str) -> None:
     """The revision's tracked files under `directory` (git archive | tar -x)."""
     archive = subprocess.run(["git", "-C", _ROOT, "archive", "--format=tar", rev],
                              capture_output=True, check=False)
@@ -72,7 +72,7 @@ class _Worker:
 
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="side_by_side_") as directory:
-        _export(args.rev, directory)
+        export_revision(args.rev, directory)
         # The revision first: if the current tree's worker fails, nothing else is wasted.
         workers = [_Worker(f"rev {args.rev}", directory, args), _Worker("current", _ROOT, args)]
         try:

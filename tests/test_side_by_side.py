@@ -32,10 +32,10 @@ def test_export_unpacks_the_revision_and_rejects_unknown_ones(tmp_path):
             os.path.join(_ROOT, ".git")):
         pytest.skip("not a git checkout")
     side_by_side = _load("side_by_side")
-    side_by_side._export("HEAD", str(tmp_path))
+    side_by_side.export_revision("HEAD", str(tmp_path))
     assert os.path.isfile(tmp_path / "advseg_jax" / "train_step.py")
     with pytest.raises(SystemExit, match="--rev='no-such-revision'"):
-        side_by_side._export("no-such-revision", str(tmp_path))
+        side_by_side.export_revision("no-such-revision", str(tmp_path))
 
 
 def test_profile_attributes_thunks_to_model_code():
@@ -53,3 +53,28 @@ def test_profile_attributes_thunks_to_model_code():
         "add.1": "jit(step)/jvp(Net)/head/add"}
     assert profile._group(names["ynn_fusion.3"]) == "backward stack/conv3/conv_general_dilated"
     assert profile._group(names["add.1"]) == "forward  Net/head/add"
+
+
+@pytest.mark.slow
+def test_pipeline_side_by_side_input_rates_of_both_trees(data_dir):
+    """`pipeline_side_by_side.py input`: each tree's rate from its own data_dir, every round kept,
+    the speed-up the ratio of the best rates (HEAD against itself: both trees measured)."""
+    if not os.path.isdir(os.path.join(_ROOT, ".git")) and not os.path.isfile(
+            os.path.join(_ROOT, ".git")):
+        pytest.skip("not a git checkout")
+    import json
+    import subprocess
+    result = subprocess.run(
+        [sys.executable, os.path.join(_ROOT, "bench", "pipeline_side_by_side.py"), "input",
+         "--rev=HEAD", "--config=configs/default.py", f"--data_dir={data_dir}",
+         f"--rev_data_dir={data_dir}", "--rounds=2", "--batches=2", "--set", "batch_size=4"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["mode"] == "input" and summary["overrides"] == ["batch_size=4"]
+    for tree in ("revision", "current"):
+        rates = [r["images_per_s"] for r in summary[tree]["rounds"]]
+        assert len(rates) == 2 and min(rates) > 0
+        assert summary[tree]["best_images_per_s"] == max(rates)
+    assert summary["speedup_best"] == pytest.approx(
+        summary["current"]["best_images_per_s"] / summary["revision"]["best_images_per_s"])
