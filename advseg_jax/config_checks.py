@@ -315,7 +315,8 @@ def resolve(config: ml_collections.ConfigDict,
     data (`check_dataset`). Without `facts`, the dataset is prepared on first use
     (`dataset_facts.load`). Writes nothing, so a run refuses before touching its workdir.
     """
-    if check and config.num_classes:  # A config mistake refused before a first-time build.
+    validated = check and bool(config.num_classes)
+    if validated:  # A config mistake refused before a first-time build.
         validate_config(config)
     if facts is None:
         try:
@@ -323,7 +324,7 @@ def resolve(config: ml_collections.ConfigDict,
         except ValueError as error:  # FolderError, a TFRecord build, no class names, ...
             raise ConfigError(str(error)) from error
     config = dataset_facts.with_num_classes(config, facts)
-    if check:
+    if check and not validated:  # num_classes came from the data: now the config is whole.
         validate_config(config)  # Before sizes: they trace the configured networks.
     config = with_eval_size(config, facts)
     if check:

@@ -30,7 +30,9 @@ except ImportError:  # A tree from before the state module: state creation is in
 IGNORE_LABEL = 255
 
 
-def _config(path: str, variant: str, overrides: list):
+def load_config(path: str, overrides: list):
+    """The config file's config with `KEY=VALUE` overrides (Python literals, else strings);
+    also the input worker's of bench/pipeline_side_by_side.py."""
     spec = importlib.util.spec_from_file_location("side_by_side_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -44,7 +46,15 @@ def _config(path: str, variant: str, overrides: list):
             node = node[parent]
         if leaf not in node:
             continue  # A key this tree does not know (e.g. a newer option): its default applies.
-        node[leaf] = ast.literal_eval(value)
+        try:
+            node[leaf] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):  # A path or a name: the string itself.
+            node[leaf] = value
+    return config
+
+
+def _config(path: str, variant: str, overrides: list):
+    config = load_config(path, overrides)
     if variant == "baseline":
         config.lambda_adv = 0.0
     elif config.lambda_adv <= 0:

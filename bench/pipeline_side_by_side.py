@@ -40,23 +40,13 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 
 _INPUT_WORKER = """
-import ast, importlib.util, json, sys
-path, data_dir, batches, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-spec = importlib.util.spec_from_file_location("pipeline_side_by_side_config", path)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-config = module.get_config()
+import json, sys
+bench, path, data_dir, batches, overrides = (sys.argv[1], sys.argv[2], sys.argv[3],
+                                             int(sys.argv[4]), sys.argv[5:])
+sys.path.insert(1, bench)  # After the measured tree (PYTHONPATH): its advseg_jax is measured.
+import _step_worker
+config = _step_worker.load_config(path, overrides)
 config.data_dir = data_dir
-for item in overrides:
-    key, value = item.split("=", 1)
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-        node = node[parent]
-    try:
-        node[leaf] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        node[leaf] = value
 from advseg_jax import benchmark
 print(json.dumps(benchmark.measure_input(config, batches)))
 """
@@ -68,9 +58,10 @@ def _env(tree: str) -> dict:
 
 
 def _input_rate(tree: str, data_dir: str, args: argparse.Namespace) -> float:
-    done = subprocess.run([sys.executable, "-c", _INPUT_WORKER, os.path.join(tree, args.config),
-                           data_dir, str(args.batches), *args.set], cwd=tree, env=_env(tree),
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-c", _INPUT_WORKER, _HERE,
+                           os.path.join(tree, args.config), data_dir, str(args.batches),
+                           *args.set], cwd=tree, env=_env(tree), capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: the input measurement failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
