@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from advseg_jax.data import augment_np
+from advseg_jax.data import host_memory
 from advseg_jax.data.class_info import IGNORE_LABEL
 
 # Kept equal to input_pipeline's, so the unlabeled stream means the same in both pipelines.
@@ -116,6 +117,7 @@ class _AugmentedBatches:
         return self._to_outputs(image, mask)
 
     def __call__(self, batch: int) -> dict:
+        host_memory.retain_freed_memory()  # Here, so that Grain's worker processes tune theirs.
         rows = [self._example(int(p)) for p in local_positions(
                 batch, self._global_batch, self._process_index, self._process_count)]
         return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
@@ -221,6 +223,7 @@ class _EvalBatches:
         self._image_scale = config.input.image_scale
 
     def __call__(self, batch: int) -> dict:
+        host_memory.retain_freed_memory()
         rows, (eval_h, eval_w) = self._local_batch, self._eval_size
         out = {"image": np.zeros((rows, eval_h, eval_w, 3), np.uint8),
                "label": np.full((rows, eval_h, eval_w), IGNORE_LABEL, np.int32),

@@ -75,14 +75,39 @@ def _axis_grid(start: int, count: int, in_size: int, out_size: int) -> _AxisGrid
     return _AxisGrid(nearest, low, high, (source - floor).astype(np.float32))
 
 
-def _bilinear(image: np.ndarray, rows: _AxisGrid, cols: _AxisGrid) -> np.ndarray:
-    def lerp(low, high, frac):
-        low, high = low.astype(np.float32), high.astype(np.float32)
-        return low + frac * (high - low)  # Exactly `low` when frac == 0: identity at scale 1.
+def _row_lerp(columns: np.ndarray, rows: _AxisGrid, first_row: int) -> np.ndarray:
+    """float32 rows-axis interpolation of uint8 `columns` (source rows from `first_row`)."""
+    low = np.take(columns, rows.low - first_row, axis=0).astype(np.float32)
+    high = np.take(columns, rows.high - first_row, axis=0).astype(np.float32)
+    high -= low
+    high *= rows.frac[:, None, None]
+    low += high  # low + frac · (high − low): exactly `low` when frac == 0 (identity at scale 1).
+    return low
 
-    image = lerp(image[rows.low], image[rows.high], rows.frac[:, None, None])
-    image = lerp(image[:, cols.low], image[:, cols.high], cols.frac[None, :, None])
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+def _bilinear(image: np.ndarray, rows: _AxisGrid, cols: _AxisGrid) -> np.ndarray:
+    """uint8 bilinear samples of `image` on the grid: rows interpolated first, then columns,
+    each as low + frac · (high − low) in float32, rounded half to even.
+
+    Picking a column commutes with interpolating along rows, so the source columns are
+    gathered first, in uint8 (3 bytes per pixel instead of 12), and only the rows the grid
+    reaches are read: the same float32 operations on the same values as interpolating the
+    whole rows, for a fraction of the memory traffic.
+    """
+    first_row = int(rows.low.min())
+    source = image[first_row:int(rows.high.max()) + 1]
+    low = _row_lerp(np.take(source, cols.low, axis=1), rows, first_row)
+    high = _row_lerp(np.take(source, cols.high, axis=1), rows, first_row)
+    high -= low
+    high *= cols.frac[None, :, None]
+    low += high
+    np.round(low, out=low)
+    np.clip(low, 0, 255, out=low)
+    return low.astype(np.uint8)
+
+
+def _reversed(grid: _AxisGrid) -> _AxisGrid:
+    return _AxisGrid(*(values[::-1] for values in grid))
 
 
 def apply_crop(image: np.ndarray, mask: np.ndarray, draw: CropDraw, *,
@@ -90,21 +115,29 @@ def apply_crop(image: np.ndarray, mask: np.ndarray, draw: CropDraw, *,
                fill_rgb: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
     """uint8 image [ch, cw, 3] and mask [ch, cw, 1] of `draw` applied to image [H, W, 3] and
     mask [H, W, 1]: rescale, pad bottom/right (image with `fill_rgb`, mask with
-    `ignore_label`), crop at (top, left), flip if `draw.flip` and `random_flip`."""
+    `ignore_label`), crop at (top, left), flip if `draw.flip` and `random_flip`.
+
+    Only the crop's pixels inside the rescaled image are sampled; a flip samples the columns
+    in reverse order into the mirrored place, rather than copying the crop once more.
+    """
     crop_h, crop_w = int(crop_size[0]), int(crop_size[1])
     size = image.shape[:2]
     scaled = scaled_size(size, draw.scale)
     rows = _axis_grid(draw.top, max(0, min(crop_h, scaled[0] - draw.top)), size[0], scaled[0])
     cols = _axis_grid(draw.left, max(0, min(crop_w, scaled[1] - draw.left)), size[1],
                       scaled[1])
-    both = np.empty((crop_h, crop_w, 4), np.uint8)
-    both[...] = np.asarray(list(fill_rgb) + [ignore_label], np.uint8)
+    out_image = np.empty((crop_h, crop_w, 3), np.uint8)
+    out_image[...] = np.asarray(fill_rgb, np.uint8)
+    out_mask = np.full((crop_h, crop_w, 1), ignore_label, np.uint8)
     inside_h, inside_w = len(rows.low), len(cols.low)
-    both[:inside_h, :inside_w, :3] = _bilinear(image, rows, cols)
-    both[:inside_h, :inside_w, 3:] = mask[rows.nearest][:, cols.nearest]
+    if not inside_h or not inside_w:
+        return out_image, out_mask
+    inside = (slice(0, inside_h), slice(0, inside_w))
     if random_flip and draw.flip:
-        both = both[:, ::-1]
-    return np.ascontiguousarray(both[..., :3]), np.ascontiguousarray(both[..., 3:])
+        cols, inside = _reversed(cols), (inside[0], slice(crop_w - inside_w, crop_w))
+    out_image[inside] = _bilinear(image, rows, cols)
+    out_mask[inside] = np.take(np.take(mask, rows.nearest, axis=0), cols.nearest, axis=1)
+    return out_image, out_mask
 
 
 def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, *,
@@ -128,7 +161,8 @@ def rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> Tuple[np.ndarr
     scaled = scaled_size(size, scale)
     rows = _axis_grid(0, scaled[0], size[0], scaled[0])
     cols = _axis_grid(0, scaled[1], size[1], scaled[1])
-    return _bilinear(image, rows, cols), mask[rows.nearest][:, cols.nearest]
+    return _bilinear(image, rows, cols), np.take(np.take(mask, rows.nearest, axis=0),
+                                                 cols.nearest, axis=1)
 
 
 def eval_pad(image: np.ndarray, mask: np.ndarray, *, eval_size: Sequence[int],
