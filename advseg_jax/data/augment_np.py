@@ -127,14 +127,22 @@ def apply_crop(image: np.ndarray, mask: np.ndarray, draw: CropDraw, *,
     cols = _axis_grid(draw.left, max(0, min(crop_w, scaled[1] - draw.left)), size[1],
                       scaled[1])
     out_image = np.empty((crop_h, crop_w, 3), np.uint8)
-    out_image[...] = np.asarray(fill_rgb, np.uint8)
-    out_mask = np.full((crop_h, crop_w, 1), ignore_label, np.uint8)
+    out_mask = np.empty((crop_h, crop_w, 1), np.uint8)
     inside_h, inside_w = len(rows.low), len(cols.low)
+    flip = random_flip and draw.flip
+    left = crop_w - inside_w if flip else 0
+    # Padding: the rows below the rescaled image, and the columns beside it (right, or left
+    # once flipped). Only these are filled; the rest is written once, below.
+    for rows_out, cols_out in ((slice(inside_h, crop_h), slice(0, crop_w)),
+                               (slice(0, inside_h), slice(0, left)),
+                               (slice(0, inside_h), slice(left + inside_w, crop_w))):
+        out_image[rows_out, cols_out] = np.asarray(fill_rgb, np.uint8)
+        out_mask[rows_out, cols_out] = ignore_label
     if not inside_h or not inside_w:
         return out_image, out_mask
-    inside = (slice(0, inside_h), slice(0, inside_w))
-    if random_flip and draw.flip:
-        cols, inside = _reversed(cols), (inside[0], slice(crop_w - inside_w, crop_w))
+    if flip:
+        cols = _reversed(cols)
+    inside = (slice(0, inside_h), slice(left, left + inside_w))
     out_image[inside] = _bilinear(image, rows, cols)
     out_mask[inside] = np.take(np.take(mask, rows.nearest, axis=0), cols.nearest, axis=1)
     return out_image, out_mask
