@@ -42,12 +42,11 @@ import traceback
 from typing import Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if "--smoke" in sys.argv and "xla_backend_optimization_level" not in os.environ.get(
-        "XLA_FLAGS", ""):  # Before JAX reads XLA_FLAGS.
+if "--smoke" in sys.argv:  # Before JAX reads XLA_FLAGS.
     # The smoke checks paths, not speed: its tiny programs spend their time compiling, which
-    # LLVM's level 0 makes several times shorter (the HLO, and so every check, is the same).
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_backend_optimization_level=0").strip()
+    # these flags make several times shorter (the HLO, and so every check, is the same).
+    from advseg_jax import fast_compile  # pylint: disable=g-import-not-at-top
+    os.environ["XLA_FLAGS"] = fast_compile.with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

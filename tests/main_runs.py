@@ -19,6 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from advseg_jax import fast_compile
+
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240  # Per run; a hung coordinator or collective fails the test, never the suite.
 NUM_STEPS = 12
@@ -41,9 +43,8 @@ _REFERENCE_RUNS: Dict[str, Path] = {}
 
 def _env(devices: int, xla_flags: str) -> dict:
     env = dict(os.environ)
-    level = next((flag for flag in env.get("XLA_FLAGS", "").split()
-                  if "xla_backend_optimization_level" in flag), "")  # The suite's (conftest).
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {level} {xla_flags}",
+    fast = fast_compile.kept_from(env.get("XLA_FLAGS", ""))  # The suite's (conftest).
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {fast} {xla_flags}",
                JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))

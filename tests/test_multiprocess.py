@@ -14,9 +14,6 @@ from main_runs import NUM_STEPS
 
 pytestmark = pytest.mark.slow
 
-# Two processes compiling at once on a small CPU: LLVM -O0 cuts their compile time (jit(init)
-# ~10x); it only changes rounding, which the tolerance covers anyway.
-_FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def test_two_processes_match_one_process_with_two_devices(tmp_path_factory, tmp_path,
@@ -24,8 +21,9 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path_factory, tmp_
     reference = main_runs.reference_run(tmp_path_factory.getbasetemp(), data_dir)
     workdir = tmp_path / "two_processes"
     address = f"127.0.0.1:{main_runs.free_port()}"
-    procs = [main_runs.start(workdir, data_dir, devices=1, process=(address, 2, i),
-                             xla_flags=_FAST_COMPILE) for i in range(2)]
+    # Both processes and the reference compile with the suite's fast-compile flags (main_runs).
+    procs = [main_runs.start(workdir, data_dir, devices=1, process=(address, 2, i))
+             for i in range(2)]
     assert main_runs.wait(procs) == [0, 0], main_runs.tails(procs)
     for i, proc in enumerate(procs):
         log = main_runs.log_text(proc)

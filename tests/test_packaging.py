@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from advseg_jax import configs
+from advseg_jax import fast_compile
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("advseg-train", "advseg-evaluate", "advseg-predict", "advseg-prepare-data",
@@ -145,8 +146,8 @@ def test_wheel_installs_and_trains_outside_the_repository(tmp_path, data_dir):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = dict(os.environ, PYTHONPATH=str(target), JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1 "
-               "--xla_backend_optimization_level=0")  # As the suite (conftest).
+               XLA_FLAGS=fast_compile.with_fast_compile(  # As the suite (conftest).
+                       "--xla_force_host_platform_device_count=1"))
     origin = _run([sys.executable, "-c", "import advseg_jax; print(advseg_jax.__file__)"],
                   outside, env)
     assert origin.stdout.strip().startswith(str(target)), origin.stdout + origin.stderr
