@@ -5,9 +5,11 @@ it starts: many tests compile the same tiny programs, and a cache hit is the sam
 so results are unchanged (tests/test_train.py: 156 s without it, 80 s with it).
 
 The CPU backend compiles with `advseg_jax.fast_compile`'s flags (LLVM -O0, the elemental
-emitters, the plain scheduler): the tests' programs are tiny, so compiling dominates them and
-running does not (the Stanford models' accumulation check: 31 s at the default level, 15 s at
-0; the semi-supervised accumulation check: 59 s → 48 s with the other three; AMD EPYC 2 cores).
+emitters, copy insertion without region analysis): the tests' programs are tiny, so compiling
+dominates them and running does not (the Stanford models' accumulation check: 31 s at the
+default level, 15 s at 0; the semi-supervised accumulation check: 59 s → 50 s with the
+elemental emitters; AMD EPYC 2 cores). The buffer schedule is XLA's default, so the memory
+analyses the tests check are the ones training gets.
 The HLO — what the tests check — is the same; only the machine code is less optimised. A flag
 set in XLA_FLAGS beforehand keeps its value.
 """
@@ -36,6 +38,23 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 tf.config.set_visible_devices([], "GPU")
+
+
+STANFORD_MANUAL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "shared", "data", "stanford_background")
+
+
+@pytest.fixture(scope="session")
+def stanford_real_data_dir(tmp_path_factory):
+    """The real Stanford fold 0 (../shared/data) prepared once per test process and shared by
+    the real-data tests (each preparation costs ~10–25 s); skipped where the archive is absent."""
+    if not os.path.exists(os.path.join(STANFORD_MANUAL_DIR, "iccv09Data.tar.gz")):
+        pytest.skip(f"real Stanford Background archive not found at {STANFORD_MANUAL_DIR} "
+                    "(../shared/data is only beside the repository on the project's machines)")
+    from advseg_jax import prepare_data
+    directory = str(tmp_path_factory.mktemp("tfds_stanford_real"))
+    prepare_data.prepare("stanford_background/fold0", directory, STANFORD_MANUAL_DIR)
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import pathlib
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 from etils import epath
 
 from advseg_jax.configs import folder as folder_config
@@ -86,17 +85,15 @@ def test_voc_folder_without_lists_holds_out_a_tenth(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def stanford_pair(tmp_path_factory):
+def stanford_pair(tmp_path_factory, stanford_real_data_dir):
     """(stanford_background/fold0 builder, the same images as a folder with void 0)."""
     archive = STANFORD / stanford_background.ARCHIVE.filename
     if not archive.is_file():
         pytest.skip(f"real Stanford Background archive not found in {STANFORD}")
     base = tmp_path_factory.mktemp("stanford_real")
-    reference = stanford_background.StanfordBackground(data_dir=str(base / "tfds_ref"),
-                                                       config="fold0",
-                                                       file_format="array_record")
-    builder_io.prepare(reference, str(base / "tfds_ref"),
-                       tfds.download.DownloadConfig(manual_dir=str(STANFORD)))
+    reference = stanford_background.StanfordBackground(  # Prepared by the conftest fixture.
+            data_dir=stanford_real_data_dir, config="fold0", file_format="array_record")
+    assert reference.is_prepared()
     counts = stanford_folder.write_stanford_folder(str(archive), str(base / "folder"),
                                                    void_label=0, fold=0)
     assert counts == {"train": 572, "val": 143}

@@ -5,7 +5,6 @@ import pathlib
 
 import pytest
 
-from advseg_jax import prepare_data
 from advseg_jax import train
 from advseg_jax import workdir_io
 
@@ -16,12 +15,11 @@ pytestmark = pytest.mark.skipif(
            "only beside the repository on the project's own machines)")
 
 
-def test_softmax_arm_trains_without_a_discriminator_on_the_real_images(tmp_path):
+def test_softmax_arm_trains_without_a_discriminator_on_the_real_images(
+        tmp_path, stanford_real_data_dir):
     from configs import stanford_semi
-    data_dir = str(tmp_path / "tfds")
-    prepare_data.prepare("stanford_background/fold0", data_dir, str(MANUAL_DIR))
     config = stanford_semi.get_config()
-    config.data_dir = data_dir
+    config.data_dir = stanford_real_data_dir  # Fold 0 prepared once per process (conftest).
     config.semi_selection, config.semi_threshold = "softmax", 0.3
     config.lambda_adv = config.lambda_adv_unlabeled = 0.0
     config.batch_size = config.unlabeled_batch_size = 2

@@ -10,7 +10,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from advseg_jax import prepare_data
 from advseg_jax import train
 from advseg_jax.data import augment
 from dataset_records import records
@@ -23,10 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def real_data_dir(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("tfds_real"))
-    prepare_data.prepare("stanford_background/fold0", data_dir, str(MANUAL_DIR))
-    return data_dir
+def real_data_dir(stanford_real_data_dir):
+    return stanford_real_data_dir  # Prepared once per test process (conftest).
 
 
 def test_fold0_holds_the_published_dataset(real_data_dir):

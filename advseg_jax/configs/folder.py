@@ -25,9 +25,9 @@ examples and what each build error means):
   unlabeled_images a directory of images without masks: split "unlabeled" (all-void masks)
                    for semi-supervised training (config.unlabeled_split="unlabeled").
 
-Defaults, for a few hundred photographs of about 360x480 on a 2-core CPU in about 30 minutes,
-are the Stanford Background CPU protocol (`stanford_cpu.py`: 5,720 steps in ~31 minutes on
-this machine): Farabet's multi-scale net trained from scratch on images downscaled by 4
+Defaults, for a few hundred photographs of about 360x480 on a 2-core CPU in under 30 minutes
+(27.5 measured on Stanford Background as a folder, 2-core AMD EPYC), are the Stanford
+Background CPU protocol (`stanford_cpu.py`) at fewer steps: Farabet's multi-scale net trained from scratch on images downscaled by 4
 (metrics at that scale; predicted masks come out at each image's own size), 64x80 crops (a
 random window of a downscaled 90x120 photo), batch 8, 3,500 steps, evaluation every 700 on
 the eval split and 256 training images, and the paper's two-branch adversary at half width with
