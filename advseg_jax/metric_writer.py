@@ -10,12 +10,22 @@ Every value is also logged (absl INFO), in clu's `LoggingWriter` format; process
 """
 
 import io
+import sys
 import time
+import types
 from typing import Any, Mapping, Optional
 
 import numpy as np
 from absl import logging
 from PIL import Image
+
+# The `tensorboard` package reaches file I/O through `tensorboard.compat.tf`, which imports
+# TensorFlow wherever it is installed (7.5 s and a few hundred MB here, in every training
+# process) and falls back to TensorBoard's own stub (local files; fsspec URLs such as gs://
+# with gcsfs) elsewhere. The marker module TensorBoard documents for "no TensorFlow" makes it
+# take the stub always, so runs behave the same with and without TensorFlow installed.
+sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary

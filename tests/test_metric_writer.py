@@ -2,6 +2,10 @@
 
 import io
 import logging
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +16,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
 from advseg_jax import metric_writer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _events(logdir: str) -> event_accumulator.EventAccumulator:
@@ -88,3 +94,26 @@ def test_image_that_is_not_uint8_rgb_is_refused_by_name(tmp_path, images):
     with pytest.raises(ValueError, match="eval/strip.*uint8"):
         writer.write_images(1, {"eval/strip": images})
     writer.close()
+
+
+_WRITE_WITH_TENSORFLOW_INSTALLED = """
+import sys
+from advseg_jax import metric_writer
+writer = metric_writer.MetricWriter(sys.argv[1])
+writer.write_scalars(1, {"loss": 0.5})
+writer.close()
+print("tensorflow" in sys.modules)
+"""
+
+
+def test_writing_events_never_imports_tensorflow_even_where_it_is_installed(tmp_path):
+    """TensorBoard's writer would import TensorFlow for its file I/O where it is installed
+    (7.5 s a training process); the marker module keeps it on TensorBoard's own stub."""
+    pytest.importorskip("tensorflow")  # Installed here: the case this guards.
+    done = subprocess.run([sys.executable, "-c", _WRITE_WITH_TENSORFLOW_INSTALLED,
+                           str(tmp_path)], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.stdout.split() == ["False"], done.stdout + done.stderr
+    events = _events(str(tmp_path))
+    [event] = events.Tensors("loss")
+    assert (event.step, float(tensor_util.make_ndarray(event.tensor_proto))) == (1, 0.5)
