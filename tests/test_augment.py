@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from advseg_jax.data import augment
+import tf_augment as augment
 
 VOID = 255
 FILL = (11, 22, 33)

@@ -93,7 +93,7 @@ def test_identity_at_scale_one_full_crop_no_flip():
 
 def test_matches_tf_augment_given_the_same_draws():
     tf = pytest.importorskip("tensorflow")
-    from advseg_jax.data import augment
+    import tf_augment as augment
     image, mask = _example(np.random.default_rng(3), 15, 11)
     for scale in (0.6, 1.0, 1.7):
         draw = augment_np.CropDraw(np.float32(scale), 1, 2, False)

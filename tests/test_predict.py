@@ -173,9 +173,10 @@ def test_rescaled_is_bilinear_resampling_of_the_whole_image(scale):
 
 
 def test_rescaled_matches_evaluation_s_tensorflow_rescale_exactly():
-    """Until the input pipeline drops TensorFlow, evaluation rescales with data/augment.py."""
+    """Evaluation rescaled with the tf.data augmentation (now tests/tf_augment.py) before the
+    pipeline dropped TensorFlow; predict must match it."""
     tf = pytest.importorskip("tensorflow")
-    from advseg_jax.data import augment
+    import tf_augment as augment
     image = np.random.default_rng(4).integers(0, 256, (61, 45, 3), dtype=np.uint8)
     for scale in (0.5, 0.37, 1.6):
         expected, _ = augment.rescale(tf.constant(image), tf.zeros((61, 45, 1), tf.uint8), scale)

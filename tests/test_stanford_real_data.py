@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from advseg_jax import train
-from advseg_jax.data import augment
+import tf_augment as augment
 from dataset_records import records
 
 MANUAL_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "stanford_background"

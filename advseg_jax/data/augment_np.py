@@ -1,6 +1,6 @@
 """Per-example training augmentation and evaluation padding in numpy, for the Grain pipeline.
 
-The same semantics and the same sampling grid as `augment.py` (the tf.data version), with no
+The same semantics and the same sampling grid as the tf.data version (now `tests/tf_augment.py`), with no
 TensorFlow: an example's augmentation is a pure function of (example, seed, position), drawn
 from `numpy.random.default_rng([seed, position])`, so a resumed run, any number of processes
 and any number of input workers produce the very same crops.

@@ -1,4 +1,11 @@
-"""Per-example training augmentation and evaluation padding, for `tf.data.Dataset.map`.
+"""The tf.data augmentation (formerly `advseg_jax/data/augment.py`), kept as a test reference.
+
+The pipeline has been TensorFlow-free since 2026-12-04 (`data/augment_np.py` through Grain);
+this module is the independent TensorFlow computation the numpy augmentation and `predict`'s
+rescaling are checked against, so it lives with the tests and the package imports no
+TensorFlow. What follows is its original description.
+
+Per-example training augmentation and evaluation padding, for `tf.data.Dataset.map`.
 
 All randomness is stateless and derived from the `seed` argument alone, so an example's
 augmentation is a pure function of (example, seed): runs reproduce exactly, and a resumed run
