@@ -1,9 +1,10 @@
 """Per-example training augmentation and evaluation padding in numpy, for the Grain pipeline.
 
-The same semantics and the same sampling grid as the tf.data version (now `tests/tf_augment.py`), with no
-TensorFlow: an example's augmentation is a pure function of (example, seed, position), drawn
-from `numpy.random.default_rng([seed, position])`, so a resumed run, any number of processes
-and any number of input workers produce the very same crops.
+The same semantics and the same sampling grid as the tf.data version (now
+`tests/tf_augment.py`), with no TensorFlow: an example's augmentation is a pure function of
+(example, seed, position), drawn from `numpy.random.default_rng([seed, position])`, so a
+resumed run, any number of processes and any number of input workers produce the very same
+crops.
 
 Draws, in this order, from that generator: the scale s ~ U[min_scale, max_scale), the crop's
 top row and left column (uniform integers over the valid placements of the padded image), and
