@@ -41,10 +41,10 @@ TINY_FLAGS = (
 _REFERENCE_RUNS: Dict[str, Path] = {}
 
 
-def _env(devices: int, xla_flags: str) -> dict:
+def _env(devices: int) -> dict:
     env = dict(os.environ)
     fast = fast_compile.kept_from(env.get("XLA_FLAGS", ""))  # The suite's (conftest).
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {fast} {xla_flags}",
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {fast}",
                JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
@@ -52,7 +52,7 @@ def _env(devices: int, xla_flags: str) -> dict:
 
 
 def start(workdir: Path, data_dir: str, *overrides: str, devices: int = 2,
-          process: Optional[Tuple[str, int, int]] = None, xla_flags: str = "") -> subprocess.Popen:
+          process: Optional[Tuple[str, int, int]] = None) -> subprocess.Popen:
     """Starts main; stdout+stderr go to `<workdir>[.p<process>].log`, outside the workdir."""
     command = [sys.executable, "-m", "advseg_jax.main", f"--workdir={workdir}", *TINY_FLAGS,
                f"--config.data_dir={data_dir}", *overrides]
@@ -62,7 +62,7 @@ def start(workdir: Path, data_dir: str, *overrides: str, devices: int = 2,
                     f"--process_id={index}"]
     # Appended: a restart's log follows the interrupted run's. The child keeps its descriptor.
     with open(_log_path(command), "a") as log:
-        return subprocess.Popen(command, cwd=REPO, env=_env(devices, xla_flags),
+        return subprocess.Popen(command, cwd=REPO, env=_env(devices),
                                 stdout=log, stderr=subprocess.STDOUT)
 
 

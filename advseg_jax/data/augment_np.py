@@ -107,6 +107,11 @@ def _bilinear(image: np.ndarray, rows: _AxisGrid, cols: _AxisGrid) -> np.ndarray
     return low.astype(np.uint8)
 
 
+def _nearest(mask: np.ndarray, rows: _AxisGrid, cols: _AxisGrid) -> np.ndarray:
+    """Nearest-neighbour samples of `mask` on the grid (one uint8 gather per axis)."""
+    return np.take(np.take(mask, rows.nearest, axis=0), cols.nearest, axis=1)
+
+
 def _reversed(grid: _AxisGrid) -> _AxisGrid:
     return _AxisGrid(*(values[::-1] for values in grid))
 
@@ -145,7 +150,7 @@ def apply_crop(image: np.ndarray, mask: np.ndarray, draw: CropDraw, *,
         cols = _reversed(cols)
     inside = (slice(0, inside_h), slice(left, left + inside_w))
     out_image[inside] = _bilinear(image, rows, cols)
-    out_mask[inside] = np.take(np.take(mask, rows.nearest, axis=0), cols.nearest, axis=1)
+    out_mask[inside] = _nearest(mask, rows, cols)
     return out_image, out_mask
 
 
@@ -170,8 +175,7 @@ def rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> Tuple[np.ndarr
     scaled = scaled_size(size, scale)
     rows = _axis_grid(0, scaled[0], size[0], scaled[0])
     cols = _axis_grid(0, scaled[1], size[1], scaled[1])
-    return _bilinear(image, rows, cols), np.take(np.take(mask, rows.nearest, axis=0),
-                                                 cols.nearest, axis=1)
+    return _bilinear(image, rows, cols), _nearest(mask, rows, cols)
 
 
 def eval_pad(image: np.ndarray, mask: np.ndarray, *, eval_size: Sequence[int],
