@@ -4,13 +4,15 @@ Run with the tree to measure first on PYTHONPATH, so `advseg_jax` and `configs` 
 Uses only APIs present since revision d09a87b (create_train_state, build_models,
 make_train_step, sharding; state creation moved from train_step to state later), so old
 revisions can be measured with today's harness.
-Protocol on stdin/stdout: after "ready <flops> <compile_s>", each line "step" runs one step and
-answers its seconds; "quit" ends.
+Protocol on stdin/stdout: after "ready <flops> <compile_s> <digest>", each line "step" runs one
+step and answers its seconds; "quit" ends.
 """
 
 import ast
+import hashlib
 import importlib.util
 import os
+import re
 import sys
 import time
 
@@ -71,6 +73,18 @@ def _batch(config, mesh) -> dict:
     return sharding.global_batch({"image": images, "label": labels}, mesh)
 
 
+def program_digest(lowered) -> str:
+    """SHA-256 of the step's StableHLO without source locations and the jitted function's name.
+
+    Two trees whose steps have the same digest run the same program, so any difference in their
+    step times is the host's noise, not the code's: the question a side by side cannot settle
+    by timing alone when the difference is smaller than the rounds' spread. The module's name is
+    the Python function's (renamed between trees without changing a single op), so it is left out.
+    """
+    text = re.sub(r"^module @\S+", "module @step", lowered.as_text(debug_info=False), count=1)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def main(config_path: str, variant: str, overrides: list) -> None:
     config = _config(config_path, variant, overrides)
     mesh = sharding.make_mesh()
@@ -78,15 +92,18 @@ def main(config_path: str, variant: str, overrides: list) -> None:
     segmentor, adversary = state_lib.build_models(config)
     batch = _batch(config, mesh)
     start = time.perf_counter()
-    compiled = steps.make_train_step(config, mesh, segmentor, adversary).lower(
-        state, batch).compile()
+    lowered = steps.make_train_step(config, mesh, segmentor, adversary).lower(state, batch)
+    if os.environ.get("STEP_WORKER_DIGEST_ONLY") == "1":  # side_by_side.py --digest_only
+        print(f"ready nan nan {program_digest(lowered)}", flush=True)
+        return
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     flops = float(analysis["flops"]) * mesh.devices.size
     state, _ = compiled(state, batch)  # Warm-up.
     jax.block_until_ready(state)
-    print(f"ready {flops} {compile_s}", flush=True)
+    print(f"ready {flops} {compile_s} {program_digest(lowered)}", flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break

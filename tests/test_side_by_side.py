@@ -27,6 +27,35 @@ def test_worker_config_applies_overrides_and_skips_unknown_keys():
     assert config.lambda_adv == 0.5  # The adversarial variant always runs an adversary.
 
 
+def test_program_digest_ignores_source_lines_and_sees_the_program():
+    """Equal digests mean one program: the same ops from other source lines or under another
+    function name hash alike; another constant does not."""
+    import jax
+    import jax.numpy as jnp
+    worker = _load("_step_worker")
+    x = jnp.ones((4,))
+
+    def step(v):
+        return jnp.tanh(v) * 2.0
+    first = jax.jit(step)
+
+    def step(v):  # noqa: F811  # The same name and ops, other source lines.
+        return jnp.tanh(v) * 2.0
+    same = jax.jit(step)
+
+    def step(v):  # noqa: F811
+        return jnp.tanh(v) * 3.0
+    other = jax.jit(step)
+
+    def renamed_step(v):
+        return jnp.tanh(v) * 2.0
+    digest = worker.program_digest(first.lower(x))
+    assert len(digest) == 64
+    assert worker.program_digest(same.lower(x)) == digest
+    assert worker.program_digest(jax.jit(renamed_step).lower(x)) == digest
+    assert worker.program_digest(other.lower(x)) != digest
+
+
 def test_export_unpacks_the_revision_and_rejects_unknown_ones(tmp_path):
     if not os.path.isdir(os.path.join(_ROOT, ".git")) and not os.path.isfile(
             os.path.join(_ROOT, ".git")):
