@@ -17,7 +17,8 @@ file format (TFRecord) than this tree (array_record).
   measurement: images/s of the training batches alone (decode, augment, batch), after start-up.
 - `loop`: `python -m advseg_jax.main` for `--steps` steps in a fresh workdir; wall time from
   start to exit, and steps/s as the loop logs it (`steps_per_sec`, median over log intervals
-  after the first).
+  after the first; every interval is kept, and `speedup_steps_per_s_pooled_median` compares
+  the medians of all rounds' intervals pooled).
 
 Prints one JSON: per tree the figures of every round, their best and median, and
 `speedup_best` = revision best time / current best time (or current rate / revision rate).
@@ -86,7 +87,8 @@ def _loop(tree: str, data_dir: str, args: argparse.Namespace) -> dict:
         raise SystemExit(f"{tree}: training failed:\n{done.stderr[-3000:]}")
     rates = [float(r) for r in re.findall(r"steps_per_sec=([0-9.eE+-]+)", done.stderr)]
     later = rates[1:] or rates
-    return {"wall_s": wall, "steps_per_s": statistics.median(later) if later else None}
+    return {"wall_s": wall, "steps_per_s": statistics.median(later) if later else None,
+            "interval_steps_per_s": later}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -118,6 +120,13 @@ def run(args: argparse.Namespace) -> dict:
                  for n, figures in trees.items()}
         if rates["current"] and rates["revision"]:
             summary["speedup_steps_per_s_best"] = max(rates["current"]) / max(rates["revision"])
+        # Every logged interval of every round, pooled: more samples than rounds for a
+        # difference smaller than the spread between rounds.
+        pooled = {n: [r for f in figures for r in f["interval_steps_per_s"]]
+                  for n, figures in trees.items()}
+        if pooled["current"] and pooled["revision"]:
+            summary["speedup_steps_per_s_pooled_median"] = (
+                statistics.median(pooled["current"]) / statistics.median(pooled["revision"]))
     return summary
 
 
