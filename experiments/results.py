@@ -552,20 +552,30 @@ def _selection_curves_at(run_dirs: Sequence[str], step: int) -> Dict[str, dict]:
     return averaged
 
 
-def plot_selection_curves(workdir: str, steps: Sequence[int], path: str) -> None:
+def plot_selection_curves(workdir: str, steps: Sequence[int], path: str) -> List[str]:
     """Precision against coverage of each self-training criterion, one panel per arm, one line
-    per (criterion, step), mean over seeds: which confidence picks right pixels (issue 32)."""
-    variants = [v for v in _variant_order(workdir, workdir_io.read_manifest(workdir))
-                if glob.glob(os.path.join(workdir, v, "seed_*"))]
-    fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(4.2 * max(len(variants), 1), 4),
-                             squeeze=False)
-    for ax, variant in zip(axes[0], variants):
+    per (criterion, step), mean over seeds: which confidence picks right pixels (issue 32).
+
+    Arms whose runs logged no curves (committed before the curves existed) get no panel, so the
+    figure shows what was measured; returns the arms drawn (none: no figure is written).
+    """
+    panels = []
+    for variant in _variant_order(workdir, workdir_io.read_manifest(workdir)):
         run_dirs = sorted(glob.glob(os.path.join(workdir, variant, "seed_*")))
-        for j, step in enumerate(steps):
-            for name, curves in _selection_curves_at(run_dirs, step).items():
-                ax.plot(100 * curves["coverage"], 100 * curves["precision"], marker=".",
-                        linestyle="-" if name == "softmax" else "--", color=f"C{j}",
-                        label=f"{name}, step {step} (n={curves['runs']})")
+        lines = [(j, step, name, curves) for j, step in enumerate(steps)
+                 for name, curves in _selection_curves_at(run_dirs, step).items()]
+        if lines:
+            panels.append((variant, lines))
+    if not panels:
+        logging.warning("No run in %s logged selection_curves at steps %s: no %s.", workdir,
+                        list(steps), path)
+        return []
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, (variant, lines) in zip(axes[0], panels):
+        for j, step, name, curves in lines:
+            ax.plot(100 * curves["coverage"], 100 * curves["precision"], marker=".",
+                    linestyle="-" if name == "softmax" else "--", color=f"C{j}",
+                    label=f"{name}, step {step} (n={curves['runs']})")
         ax.set_title(variant)
         ax.set_xlabel("coverage (% of pixels selected)")
         ax.set_ylabel("precision (% of selected correct)")
@@ -574,6 +584,7 @@ def plot_selection_curves(workdir: str, steps: Sequence[int], path: str) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return [variant for variant, _ in panels]
 
 
 def write_results(workdir: str, revision: Optional[str] = None) -> dict:

@@ -43,9 +43,15 @@ def test_selection_curve_figure_is_written(tmp_path):
     for variant in ("softmax_semi", "adversarial_semi_rechosen"):
         for seed in (0, 1):
             _history(str(tmp_path / variant / f"seed_{seed}"), CURVES)
+    os.makedirs(tmp_path / "supervised" / "seed_0")  # A committed arm without curves: no panel.
+    workdir_io.append_eval_history(str(tmp_path / "supervised" / "seed_0"),
+                                   [{"step": 900, "split": "test", "mean_iou": 0.3}])
     path = str(tmp_path / "selection_curves.png")
-    results.plot_selection_curves(str(tmp_path), [900], path)
+    drawn = results.plot_selection_curves(str(tmp_path), [900], path)
+    assert sorted(drawn) == ["adversarial_semi_rechosen", "softmax_semi"]
     assert os.path.getsize(path) > 10_000
+    assert results.plot_selection_curves(str(tmp_path), [450], str(tmp_path / "none.png")) == []
+    assert not os.path.exists(tmp_path / "none.png")
     averaged = results._selection_curves_at(  # pylint: disable=protected-access
         [str(tmp_path / "softmax_semi" / f"seed_{s}") for s in (0, 1)], 900)
     assert averaged["softmax"]["runs"] == 2
