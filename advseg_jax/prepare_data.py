@@ -34,6 +34,7 @@ from advseg_jax import cli
 from advseg_jax import config_checks
 from advseg_jax import dataset_summary
 from advseg_jax.data import builder_io
+from advseg_jax.data import dataset_facts
 from advseg_jax.data import dataset_info
 from advseg_jax.data import folder_files
 from advseg_jax.data import stanford_background  # noqa: F401
@@ -80,7 +81,7 @@ def main(argv: Sequence[str]) -> None:
         builder_io.prepare(builder, config.data_dir,
                            tfds.download.DownloadConfig(manual_dir=config.manual_dir or None))
         builder = dataset_info.builder(config)  # Re-read: the statistics are on disk now.
-        config = dataset_info.with_num_classes(config, builder)
+        config = dataset_facts.with_num_classes_from_builder(config, builder)
         print(dataset_summary.summary(config, builder))
     except (config_checks.ConfigError, folder_files.FolderError) as error:
         sys.exit(f"Error: {error}")

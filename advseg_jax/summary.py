@@ -26,7 +26,7 @@ from advseg_jax import cli
 from advseg_jax import encodings
 from advseg_jax import models
 from advseg_jax import optim
-from advseg_jax.data import dataset_info
+from advseg_jax.data import dataset_facts
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/voc.py.")
 _FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"],
@@ -102,7 +102,7 @@ def main(argv) -> None:
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/voc.py.")
     try:  # num_classes = 0 (the folder config): the dataset's class count.
-        config = dataset_info.with_num_classes(config)
+        config = dataset_facts.with_num_classes_from_builder(config)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     if _FORMAT.value == "json":

@@ -68,7 +68,7 @@ def test_resolution_and_checks_compute_each_largest_image_once(tiny_config,
 
 
 def test_resolved_config_equals_the_old_chain(tiny_config):
-    old = dataset_info.with_num_classes(_auto(copy.deepcopy(tiny_config)))
+    old = dataset_facts.with_num_classes_from_builder(_auto(copy.deepcopy(tiny_config)))
     builder = input_pipeline.get_builder(old)
     old = config_checks.with_eval_size(old, builder)
     config_checks.check_dataset(old, builder)

@@ -6,6 +6,7 @@ import tensorflow_datasets as tfds
 
 from advseg_jax.configs import default
 from advseg_jax.data import class_info
+from advseg_jax.data import dataset_facts
 from advseg_jax.data import dataset_info
 
 
@@ -35,7 +36,7 @@ def test_prepared_dataset_reads_its_metadata_back(data_dir):
 def test_num_classes_zero_means_the_dataset_s_count(tmp_path):
     config = default.get_config()
     config.data_dir, config.num_classes = str(tmp_path), 0
-    resolved = dataset_info.with_num_classes(config)
+    resolved = dataset_facts.with_num_classes_from_builder(config)
     assert resolved.num_classes == 11 and config.num_classes == 0
 
 

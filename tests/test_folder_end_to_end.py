@@ -18,6 +18,7 @@ from advseg_jax import state as state_lib
 from advseg_jax import train
 from advseg_jax import train_step as steps
 from advseg_jax.configs import folder as folder_config
+from advseg_jax.data import dataset_facts
 from advseg_jax.data import dataset_info
 import test_cli
 
@@ -83,7 +84,7 @@ def test_training_scores_carry_the_user_s_class_names(trained):
 
 def test_summary_strips_use_the_user_s_colours(trained):
     config, workdir, _, _ = trained
-    config = dataset_info.with_num_classes(config)
+    config = dataset_facts.with_num_classes_from_builder(config)
     builder = input_pipeline.get_builder(config)
     config = config_checks.with_eval_size(config, builder)
     mesh = sharding.make_mesh()

@@ -97,6 +97,20 @@ def with_num_classes(config: ml_collections.ConfigDict,
     return resolved
 
 
+def with_num_classes_from_builder(config: ml_collections.ConfigDict,
+                                  builder: Optional[tfds.core.DatasetBuilder] = None
+                                  ) -> ml_collections.ConfigDict:
+    """`with_num_classes` for a tool that resolves nothing else (summary, prepare_data).
+
+    `builder` defaults to `dataset_info.builder(config)`, which prepares nothing: a tool that
+    only needs the class count must not build a dataset for it. A run resolves every key from
+    one read with `config_checks.resolve` instead.
+    """
+    if config.num_classes:
+        return config
+    return with_num_classes(config, load(config, builder or dataset_info.builder(config)))
+
+
 def of(config: ml_collections.ConfigDict,
        dataset: Union[DatasetFacts, tfds.core.DatasetBuilder]) -> DatasetFacts:
     """`dataset` if it is already facts, else the facts of the builder (for callers that

@@ -97,17 +97,3 @@ def palette(dataset: tfds.core.DatasetBuilder) -> np.ndarray:
     colours = _metadata(dataset).get("palette")
     return class_info.voc_palette() if colours is None else np.asarray(colours, np.uint8)
 
-
-def with_num_classes(config: ml_collections.ConfigDict,
-                     dataset: Optional[tfds.core.DatasetBuilder] = None
-                     ) -> ml_collections.ConfigDict:
-    """`config`, or a copy with `num_classes` = the dataset's class count if it is 0.
-
-    For a tool that resolves nothing else (`dataset_facts.with_num_classes` of the builder's
-    facts); a run resolves every key from one read with `config_checks.resolve`.
-    """
-    from advseg_jax.data import dataset_facts  # It reads the builder through this module.
-    if config.num_classes:
-        return config
-    facts = dataset_facts.load(config, dataset or builder(config))
-    return dataset_facts.with_num_classes(config, facts)
