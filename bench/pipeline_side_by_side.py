@@ -1,7 +1,8 @@
 """This tree's input pipeline or training loop against a git revision's, alternating in one run.
 
-    python bench/pipeline_side_by_side.py input --rev=7b43d2c --config=configs/stanford_background.py \
-        --data_dir=/tmp/tfds_grain --rev_data_dir=/tmp/tfds_tfdata --set dataset=stanford_background/fold0 \
+    python bench/pipeline_side_by_side.py input --rev=7b43d2c \
+        --config=configs/stanford_background.py --data_dir=/tmp/tfds_grain \
+        --rev_data_dir=/tmp/tfds_tfdata --set dataset=stanford_background/fold0 \
         --set manual_dir=../shared/data/stanford_background --set batch_size=16
     python bench/pipeline_side_by_side.py loop --rev=7b43d2c --config=configs/default.py \
         --data_dir=/tmp/a --rev_data_dir=/tmp/b --steps=300

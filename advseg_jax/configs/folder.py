@@ -26,15 +26,15 @@ examples and what each build error means):
                    for semi-supervised training (config.unlabeled_split="unlabeled").
 
 Defaults, for a few hundred photographs of about 360x480 on a 2-core CPU in under 30 minutes
-(27.5 measured on Stanford Background as a folder, 2-core AMD EPYC), are the Stanford
-Background CPU protocol (`stanford_cpu.py`) at fewer steps: Farabet's multi-scale net trained from scratch on images downscaled by 4
-(metrics at that scale; predicted masks come out at each image's own size), 64x80 crops (a
-random window of a downscaled 90x120 photo), batch 8, 3,500 steps, evaluation every 700 on
-the eval split and 256 training images, and the paper's two-branch adversary at half width with
-λ = 0.1 (the Stanford sweep found 0.1 and 0.5 within a point of each other and 2 clearly
-worse: the smaller is the safer guess on data nobody has tuned). `input.eval_size` (0, 0) is
-taken from the largest evaluated image. Measured on the 715 Stanford images as a folder:
-docs/datasets.md "Your own data".
+(27.5 minutes measured on Stanford Background as a folder, 2-core AMD EPYC), are the Stanford
+Background CPU protocol (`stanford_cpu.py`) at fewer steps: Farabet's multi-scale net trained
+from scratch on images downscaled by 4 (metrics at that scale; predicted masks come out at each
+image's own size), 64x80 crops (a random window of a downscaled 90x120 photo), batch 8, 3,500
+steps, evaluation every 700 on the eval split and 256 training images, and the paper's
+two-branch adversary at half width with λ = 0.1 (the Stanford sweep found 0.1 and 0.5 within a
+point of each other and 2 clearly worse: the smaller is the safer guess on data nobody has
+tuned). `input.eval_size` (0, 0) is taken from the largest evaluated image. Measured on the 715
+Stanford images as a folder: docs/datasets.md "Your own data".
 
 On an accelerator, scale up to the paper's VOC setting (`voc.py`): full resolution
 (`input.image_scale=1.0`, `input.crop_size=(320, 320)` or larger, `input.min_scale=0.5`,
