@@ -1,11 +1,11 @@
 """Chooses self-training thresholds on training images only (issue 32), by a rule fixed first.
 
-The rule (docs/_incoming/semi-selection.md): at the run's `semi_start_step`, for each
-criterion, the threshold of the largest coverage on the held-out slice
-(`selection_curves_split`) whose selected pixels are at least as accurate as the segmentor
-is on its labeled images at that step (the "train" evaluation record's pixel accuracy).
-Coverage falls as the threshold rises, so that is the smallest qualifying threshold. The
-test fold is never read: only the run's own eval_history.jsonl.
+The rule (docs/experiments.md, "The held-out slice and the rule"): at the run's
+`semi_start_step`, for each criterion, the threshold of the largest coverage on the held-out
+slice (`selection_curves_split`) whose selected pixels are at least as accurate as the
+segmentor is on its labeled images at that step (the "train" evaluation record's pixel
+accuracy). Coverage falls as the threshold rises, so that is the smallest qualifying threshold.
+The test fold is never read: only the run's own eval_history.jsonl.
 
     python -m experiments.choose_semi_threshold --workdir=RUN_DIR [--step=900]
 """

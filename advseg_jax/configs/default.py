@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Who picks L_semi's pixels: "discriminator" (Hung et al.: sigmoid of the fcn adversary's
     # per-pixel output > semi_threshold) or "softmax" (the segmentor's max softmax >
     # semi_threshold, FixMatch-style; no discriminator needed, none built when
-    # lambda_adv = lambda_adv_unlabeled = 0). docs/_incoming/semi-selection.md.
+    # lambda_adv = lambda_adv_unlabeled = 0). docs/experiments.md, "Self-training selection".
     config.semi_selection = "discriminator"
     config.semi_threshold = 0.2  # Hung et al.'s T_semi; a softmax threshold lies in (0, 1).
     # Precision-coverage curves of both criteria at every evaluation, on this split's pixels
