@@ -26,7 +26,8 @@ examples and what each build error means):
                    for semi-supervised training (config.unlabeled_split="unlabeled").
 
 Defaults, for a few hundred photographs of about 360x480 on a 2-core CPU in under 30 minutes
-(27.5 minutes measured on Stanford Background as a folder, 2-core AMD EPYC), are the Stanford
+(27.5 minutes measured on Stanford Background as a folder, 2-core AMD EPYC; over 3 seeds no
+worse than the former 5,000 steps, experiments/results/folder_stanford_steps), are the Stanford
 Background CPU protocol (`stanford_cpu.py`) at fewer steps: Farabet's multi-scale net trained
 from scratch on images downscaled by 4 (metrics at that scale; predicted masks come out at each
 image's own size), 64x80 crops (a random window of a downscaled 90x120 photo), batch 8, 3,500
