@@ -154,16 +154,26 @@ def compare(folds: Dict[int, dict], split: str, metric: str = "mean_class_accura
               for f in folds.values()]
     differences = np.array([np.mean(a) - np.mean(c) for c, a in groups])
     result = {"per_fold": dict(zip(folds, differences.tolist())),
-              "mean": float(differences.mean()), "num_folds": len(differences),
-              "permutation": permutation_p_value(groups)}
+              "num_folds": len(differences), "permutation": permutation_p_value(groups)}
+    result.update(paired_t(differences))
+    if len(differences) > 1:
+        result["mde"] = (minimal_detectable_effect(result["sd"], len(differences))
+                         if result["sd"] > 0 else 0.0)
+    return result
+
+
+def paired_t(differences: Sequence[float]) -> dict:
+    """Mean of paired differences; with 2 or more, their sd, 95 % t interval, t, df and
+    two-sided p (one-sample t-test against 0)."""
+    differences = np.asarray(differences, float)
+    result = {"mean": float(differences.mean())}
     if len(differences) > 1:
         n, sd = len(differences), float(differences.std(ddof=1))
         half = stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)
         t = result["mean"] / (sd / math.sqrt(n)) if sd > 0 else math.copysign(math.inf,
                                                                             result["mean"])
         result.update(sd=sd, ci=(result["mean"] - half, result["mean"] + half), t=t, df=n - 1,
-                      p=float(2 * stats.t.sf(abs(t), n - 1)),
-                      mde=minimal_detectable_effect(sd, n) if sd > 0 else 0.0)
+                      p=float(2 * stats.t.sf(abs(t), n - 1)))
     return result
 
 
