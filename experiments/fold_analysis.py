@@ -2,7 +2,7 @@
 
     python experiments/fold_analysis.py \\
         --study_dir=experiments/results/stanford_fig4_5fold \\
-        [--fold0=experiments/results/stanford_fig4_fold0] [--num_folds=5]
+        [--fold0=experiments/results/stanford_fig4_fold0] [--num_folds=5] [--min_seeds=3]
 
 Each fold is a committed sweep folder (`results.py --export_dir`): STUDY/foldK/ for K = 0 ..
 num_folds - 1, with `--fold0` standing in for fold 0 when STUDY/fold0 is absent. Writes into
@@ -63,6 +63,13 @@ def find_folds(study_dir: str, fold0: Optional[str] = None) -> Dict[int, str]:
         raise ValueError(f"No fold folders (foldK/) in {study_dir} and no --fold0: export each "
                          "fold's sweep there with results.py --export_dir.")
     return dict(sorted(folds.items()))
+
+
+def finished_seeds(fold_dir: str) -> Dict[str, int]:
+    """arm → how many of its runs in the fold have finished (reached num_train_steps)."""
+    return {arm: sum(results.load_run(d) is not None
+                     for d in glob.glob(os.path.join(fold_dir, arm, "seed_*")))
+            for arm in ARMS}
 
 
 def fold_finals(fold_dir: str, revision: Optional[str] = None) -> dict:
@@ -240,8 +247,16 @@ def _interval_text(result: dict) -> str:
             f"{result['t']:.2f}, p = {result['p']:.3f}")
 
 
-def verdict(folds: Dict[int, dict], num_folds: int) -> str:
-    """verdict.md: the differences, the tests and the answer in words."""
+def _pending_text(pending: Dict[int, Dict[str, int]], min_seeds: int) -> str:
+    return "; ".join(f"fold {k} waits for its runs (finished: " + ", ".join(
+        f"{arm} {n} of {min_seeds}" for arm, n in counts.items()) + ")"
+                     for k, counts in pending.items())
+
+
+def verdict(folds: Dict[int, dict], num_folds: int,
+            pending: Optional[Dict[int, Dict[str, int]]] = None, min_seeds: int = 3) -> str:
+    """verdict.md: the differences, the tests and the answer in words. `pending`: folds left
+    out because an arm has fewer than `min_seeds` finished runs (fold → arm → finished)."""
     comparisons = {split: compare(folds, split) for split in SPLITS}
     complete = len(folds) >= num_folds
     lines = ["# Verdict: adversarial − classical, per-class accuracy at the final epoch", ""]
@@ -249,6 +264,9 @@ def verdict(folds: Dict[int, dict], num_folds: int) -> str:
         lines += [f"**Study incomplete: {len(folds)} of {num_folds} folds** "
                   f"({', '.join(map(str, folds))}). The numbers below are not the study's "
                   "result.", ""]
+    if pending:
+        lines += [f"Left out until every arm has {min_seeds} finished seeds: "
+                  f"{_pending_text(pending, min_seeds)}.", ""]
     lines += ["Per fold: difference of the seed means (points of class accuracy).", "",
               "| Split | " + " | ".join(f"fold {k}" for k in folds) + " | Mean |",
               "|---|" + "---|" * (len(folds) + 1)]
@@ -302,13 +320,25 @@ def _in_words(split: str, result: dict) -> str:
 
 
 def write_study(study_dir: str, fold0: Optional[str] = None, num_folds: int = 5,
-                revision: Optional[str] = None) -> str:
+                revision: Optional[str] = None, min_seeds: int = 3) -> str:
     """Writes results.md, class_accuracy.png and verdict.md into `study_dir`; returns the
-    verdict."""
-    fold_dirs = find_folds(study_dir, fold0)
+    verdict.
+
+    A fold enters the analysis once each arm has `min_seeds` finished runs, so that finished
+    runs of a fold still running can be committed at once without tilting the paired test
+    towards whichever arm finished first; until then the fold is named as pending.
+    """
+    found = find_folds(study_dir, fold0)
+    counts = {k: finished_seeds(path) for k, path in found.items()}
+    pending = {k: c for k, c in counts.items() if min(c.values()) < min_seeds}
+    fold_dirs = {k: path for k, path in found.items() if k not in pending}
+    if not fold_dirs:
+        raise ValueError(f"No fold in {study_dir} has {min_seeds} finished runs of each arm "
+                         f"{list(ARMS)}: {_pending_text(pending, min_seeds)}. Lower "
+                         "--min_seeds for a preliminary reading.")
     folds = {k: fold_finals(path, revision) for k, path in fold_dirs.items()}
     os.makedirs(study_dir, exist_ok=True)
-    text = verdict(folds, num_folds)
+    text = verdict(folds, num_folds, pending, min_seeds)
     with open(os.path.join(study_dir, "verdict.md"), "w") as f:
         f.write(text)
     epochs = {arm: fold["finals"][arm]["epoch"] for fold in folds.values() for arm in ARMS}
@@ -343,7 +373,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         text = write_study(flags.FLAGS.study_dir, flags.FLAGS.fold0, flags.FLAGS.num_folds,
-                           flags.FLAGS.revision)
+                           flags.FLAGS.revision, flags.FLAGS.min_seeds)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     sys.stdout.write(text)
@@ -355,6 +385,8 @@ def run() -> None:
     flags.DEFINE_string("fold0", None, "Sweep folder used as fold 0 when study_dir has no "
                         "fold0/ (e.g. experiments/results/stanford_fig4_fold0).")
     flags.DEFINE_integer("num_folds", 5, "Folds of the full study; fewer found: incomplete.")
+    flags.DEFINE_integer("min_seeds", 3, "Finished runs each arm of a fold needs to enter the "
+                         "analysis; a fold with fewer is named as pending.")
     flags.DEFINE_string("revision", None, "Git revision of the code of runs that have no "
                         "revision.txt (they predate it).")
     flags.mark_flags_as_required(["study_dir"])

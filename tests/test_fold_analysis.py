@@ -151,5 +151,25 @@ def test_missing_folds_or_arms_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="No fold folders"):
         fold_analysis.find_folds(str(tmp_path))
     write_fold(str(tmp_path / "fold1"), {"classical": [(0.5, 0.6)]})
-    with pytest.raises(ValueError, match=r"fold1 has no finished runs of \['adversarial'\]"):
+    with pytest.raises(ValueError, match=r"No fold .* has 3 finished runs of each arm .*fold 1 "
+                       r"waits for its runs \(finished: classical 1 of 3, adversarial 0 of 3\)"):
         fold_analysis.write_study(str(tmp_path))
+    with pytest.raises(ValueError, match=r"fold1 has no finished runs of \['adversarial'\]"):
+        fold_analysis.fold_finals(str(tmp_path / "fold1"))
+
+
+def test_a_fold_still_running_is_named_and_left_out(tmp_path):
+    study = str(tmp_path)
+    synthetic_study(study, test_effect=0.01, train_effect=-0.05, num_folds=2)
+    alone = fold_analysis.write_study(study)
+    # Fold 2 has one adversarial run finished and one still running: no classical run yet.
+    write_fold(os.path.join(study, "fold2"), {"adversarial": [(0.9, 0.9), (0.9, 0.9)]})
+    with open(os.path.join(study, "fold2", "adversarial", "seed_1", "eval_results.json"),
+              "w") as f:
+        json.dump({"step": 1, "mean_class_accuracy": 0.9}, f)
+    text = fold_analysis.write_study(study)
+    assert ("fold 2 waits for its runs (finished: classical 0 of 3, adversarial 1 of 3)"
+            in text)
+    assert text.replace(text.splitlines()[4] + "\n\n", "", 1) == alone
+    with open(os.path.join(study, "results.md")) as f:
+        assert "fold 2 waits for its runs" in f.read()
