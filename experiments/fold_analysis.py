@@ -184,7 +184,8 @@ def paired_t(differences: Sequence[float]) -> dict:
     return result
 
 
-def _pct(stats_: dict) -> str:
+def percent_text(stats_: dict) -> str:
+    """"mean ± std" in % (the std left out for one value)."""
     std = "" if stats_["std"] is None else f" ± {100 * stats_['std']:.1f}"
     return f"{100 * stats_['mean']:.1f}{std}"
 
@@ -201,13 +202,13 @@ def tables(folds: Dict[int, dict]) -> List[str]:
             cells = []
             for split in SPLITS:
                 for metric in TABLE_METRICS:
-                    cells.append(_pct(mean_std(finals[split][metric])))
+                    cells.append(percent_text(mean_std(finals[split][metric])))
                     pooled[arm][split][metric] += finals[split][metric]
             seeds = len(finals["test"]["mean_class_accuracy"])
             lines.append(f"| {number} | {arm} | {seeds} | " + " | ".join(cells) + " |")
     pooled_lines = header[:]
     for arm in ARMS:
-        cells = [_pct(mean_std(pooled[arm][s][m])) for s in SPLITS for m in TABLE_METRICS]
+        cells = [percent_text(mean_std(pooled[arm][s][m])) for s in SPLITS for m in TABLE_METRICS]
         runs = len(pooled[arm]["test"]["mean_class_accuracy"])
         pooled_lines.append(f"| all {len(folds)} | {arm} | {runs} | " + " | ".join(cells) + " |")
     return (["## Per fold", "", "Mean ± std over seeds (ddof=1), in %, at the final evaluation.",

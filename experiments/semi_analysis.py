@@ -16,10 +16,10 @@ reference's std) is the yardstick a gain is read against.
 Why dominance, not matched coverage: at the thresholds worth using, the two criteria cover
 ranges that barely overlap (in the Stanford adversarial pilot at step 900 the discriminator
 selected 0.27 % of the pixels at T = 0.7, where the softmax's highest threshold, 0.99, still
-selected 22 %), so precision at equal coverage would need extrapolation. A criterion's operating point (coverage, precision) is dominated when the other
-criterion, in the same run and evaluation, has a point that selects at least as many pixels at
-least as accurately, and is better in one of the two; that needs no model of the curves
-between the grid's points.
+selected 22 %), so precision at equal coverage would need extrapolation. A criterion's
+operating point (coverage, precision) is dominated when the other criterion, in the same run
+and evaluation, has a point that selects at least as many pixels at least as accurately, and
+is better in one of the two; that needs no model of the curves between the grid's points.
 """
 
 import glob
@@ -72,6 +72,12 @@ def finished_runs(sweep_dir: str, arm: str) -> Dict[int, dict]:
     return dict(sorted(runs.items()))
 
 
+def seed_std(runs: Dict[int, dict], split: str, metric: str) -> Optional[float]:
+    """Sample std over the runs' final values (None for fewer than 2)."""
+    values = [run["finals"][split][metric] for run in runs.values() if split in run["finals"]]
+    return fold_analysis.mean_std(values)["std"] if values else None
+
+
 def paired_gains(arm_runs: Dict[int, dict], reference_runs: Dict[int, dict], split: str,
                  metric: str) -> Optional[dict]:
     """arm − reference at the final step for the seeds both finished; None if none."""
@@ -81,10 +87,8 @@ def paired_gains(arm_runs: Dict[int, dict], reference_runs: Dict[int, dict], spl
         return None
     differences = [arm_runs[s]["finals"][split][metric] - reference_runs[s]["finals"][split][metric]
                    for s in seeds]
-    reference = fold_analysis.mean_std([reference_runs[s]["finals"][split][metric]
-                                        for s in reference_runs if split in
-                                        reference_runs[s]["finals"]])
-    result = {"seeds": seeds, "differences": differences, "reference_std": reference["std"]}
+    result = {"seeds": seeds, "differences": differences,
+              "reference_std": seed_std(reference_runs, split, metric)}
     result.update(fold_analysis.paired_t(differences))
     return result
 
@@ -163,11 +167,7 @@ def selection_summary(runs: Dict[int, dict], steps: Sequence[int]) -> List[dict]
 
 def _pct(values: Sequence[Optional[float]]) -> str:
     values = [v for v in values if v is not None]
-    if not values:
-        return "—"
-    stats_ = fold_analysis.mean_std(values)
-    std = "" if stats_["std"] is None else f" ± {100 * stats_['std']:.1f}"
-    return f"{100 * stats_['mean']:.1f}{std}"
+    return fold_analysis.percent_text(fold_analysis.mean_std(values)) if values else "—"
 
 
 def _gain_cell(gain: Optional[dict]) -> str:
@@ -187,9 +187,7 @@ def gain_table(arms: Dict[str, Dict[int, dict]], reference: Dict[int, dict],
              + " | ".join(f"{arm} − {reference_name}" for arm in arms) + " |",
              "|---|---|" + "---|" * len(arms)]
     for split, metric, label in GAIN_ROWS:
-        reference_values = [r["finals"][split][metric] for r in reference.values()
-                            if split in r["finals"]]
-        spread = fold_analysis.mean_std(reference_values)["std"] if reference_values else None
+        spread = seed_std(reference, split, metric)
         cells = [_gain_cell(paired_gains(runs, reference, split, metric))
                  for runs in arms.values()]
         spread_text = "—" if spread is None else f"{100 * spread:.2f}"
