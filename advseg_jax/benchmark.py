@@ -359,7 +359,8 @@ def run_benchmark(config: ml_collections.ConfigDict, steps_timed: int = 10, warm
         "peak_flops_per_device": per_device,
         "peak_flops_source": peak_source,
         "peak_flops_dtype": config.dtype,  # The peak every variant's mfu is taken against.
-        "peak_flops_by_dtype": {name: peak * mesh.devices.size for name, (peak, _) in peaks.items()},
+        "peak_flops_by_dtype": {name: peak * mesh.devices.size
+                                for name, (peak, _) in peaks.items()},
         "peak_flops_per_device_by_dtype": {name: peak for name, (peak, _) in peaks.items()},
         "peak_flops_source_by_dtype": {name: source for name, (_, source) in peaks.items()},
         "device_kind": jax.devices()[0].device_kind,
@@ -391,7 +392,8 @@ def _as_text(results: dict) -> str:
         r = results[name]
         lines.append(f"{name:12s} step {r['step_time_s'] * 1e3:9.2f} ms  "
                      f"{r['images_per_s']:9.1f} img/s  {r['flops_per_step'] / 1e9:9.2f} GFLOP  "
-                     f"MFU {100 * r['mfu']:5.1f} % ({r['mfu_dtype']} peak)  compile {r['compile_time_s']:.1f} s  "
+                     f"MFU {100 * r['mfu']:5.1f} % ({r['mfu_dtype']} peak)  "
+                     f"compile {r['compile_time_s']:.1f} s  "
                      f"microbatch {r['microbatch_size']} x {r['num_microbatches']}  "
                      f"memory est. {_gb(r['estimated_peak_memory_gb'])} GB, measured "
                      f"{_gb(r['measured_peak_memory_gb'])} GB")

@@ -26,13 +26,14 @@ from PIL import Image
 # take the stub always, so runs behave the same with and without TensorFlow installed.
 sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
-from tensorboard.compat.proto import event_pb2
-from tensorboard.compat.proto import summary_pb2
-from tensorboard.plugins.hparams import summary_v2 as hparams_summary
-from tensorboard.plugins.image import metadata as image_metadata
-from tensorboard.plugins.scalar import summary_v2 as scalar_summary
-from tensorboard.summary.writer import event_file_writer
-from tensorboard.util import tensor_util
+# Imported after the marker on purpose, hence the noqa: E402 below.
+from tensorboard.compat.proto import event_pb2  # noqa: E402
+from tensorboard.compat.proto import summary_pb2  # noqa: E402
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary  # noqa: E402
+from tensorboard.plugins.image import metadata as image_metadata  # noqa: E402
+from tensorboard.plugins.scalar import summary_v2 as scalar_summary  # noqa: E402
+from tensorboard.summary.writer import event_file_writer  # noqa: E402
+from tensorboard.util import tensor_util  # noqa: E402
 
 
 def _png(image: np.ndarray) -> bytes:

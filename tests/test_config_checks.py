@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from advseg_jax.config_checks import ConfigError
 from advseg_jax.config_checks import check_input_sizes

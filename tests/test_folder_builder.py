@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from advseg_jax.configs import folder as folder_config

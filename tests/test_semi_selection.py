@@ -19,7 +19,7 @@ from test_semi_supervised import _run_steps, _semi_batch, semi_config  # noqa: F
 
 
 @pytest.fixture
-def softmax_config(semi_config):  # pylint: disable=redefined-outer-name
+def softmax_config(semi_config):  # noqa: F811 (the imported fixture, by name)
     """Self-training on the segmentor's softmax alone: no adversarial term anywhere."""
     semi_config.semi_selection = "softmax"
     semi_config.lambda_adv = semi_config.lambda_adv_unlabeled = 0.0

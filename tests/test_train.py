@@ -86,8 +86,6 @@ def test_baseline_run_has_no_adversary_in_checkpoint(tiny_config, tmp_path):
 
 def test_sliced_splits_whole_train_eval_and_epochs(tiny_config, tmp_path):
     """Tuning protocol: train on train[:40], score on train[40:60], train-eval over all 40."""
-    import tensorflow_datasets as tfds
-
     from advseg_jax import evaluation
     from advseg_jax import input_pipeline
     tiny_config.train_split, tiny_config.eval_split = "train[:40]", "train[40:60]"
