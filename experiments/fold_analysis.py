@@ -67,8 +67,8 @@ def find_folds(study_dir: str, fold0: Optional[str] = None) -> Dict[int, str]:
 
 def finished_seeds(fold_dir: str) -> Dict[str, int]:
     """arm → how many of its runs in the fold have finished (reached num_train_steps)."""
-    return {arm: sum(results.load_run(d) is not None
-                     for d in glob.glob(os.path.join(fold_dir, arm, "seed_*")))
+    return {arm: sum(results.load_run(path) is not None
+                     for _, path in results.seed_dirs(fold_dir, arm))
             for arm in ARMS}
 
 

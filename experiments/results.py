@@ -20,7 +20,7 @@ import shlex
 import shutil
 import sys
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -77,6 +77,13 @@ def load_run(run_dir: str) -> Optional[dict]:
     if config is None or final.get("step") != config.get("num_train_steps"):
         return None
     return {"dir": run_dir, "config": config, "final": final}
+
+
+def seed_dirs(workdir: str, variant: str) -> List[Tuple[int, str]]:
+    """(seed, run directory) of each `<variant>/seed_<k>` in the sweep, by seed."""
+    return sorted((int(m.group(1)), path)
+                  for path in glob.glob(os.path.join(workdir, variant, "seed_*"))
+                  if (m := _SEED_DIR.match(os.path.basename(path))))
 
 
 def _variant_order(workdir: str, manifest: Optional[dict]) -> List[str]:
@@ -145,10 +152,7 @@ def summarize(workdir: str, revision: Optional[str] = None) -> dict:
     manifest = workdir_io.read_manifest(workdir)
     rows, dataset, configs, run_dirs = [], None, [], []
     for variant in _variant_order(workdir, manifest):
-        seed_dirs = sorted((int(m.group(1)), path)
-                           for path in glob.glob(os.path.join(workdir, variant, "seed_*"))
-                           if (m := _SEED_DIR.match(os.path.basename(path))))
-        runs = [(seed, load_run(path)) for seed, path in seed_dirs]
+        runs = [(seed, load_run(path)) for seed, path in seed_dirs(workdir, variant)]
         finished = [(seed, run) for seed, run in runs if run is not None]
         row = {"variant": variant,
                "overrides": (manifest or {}).get("variants", {}).get(variant),

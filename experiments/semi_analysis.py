@@ -22,9 +22,7 @@ and evaluation, has a point that selects at least as many pixels at least as acc
 is better in one of the two; that needs no model of the curves between the grid's points.
 """
 
-import glob
 import os
-import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -53,23 +51,20 @@ GAIN_ROWS = (("test", "mean_iou", "test fold, mIoU"),
              ("train", "mean_class_accuracy", "labeled images, class acc."))
 CRITERIA = ("softmax", "discriminator")
 
-_SEED_DIR = re.compile(r"^seed_(\d+)$")
-
 
 def finished_runs(sweep_dir: str, arm: str) -> Dict[int, dict]:
     """seed → {dir, config, final records by split} of the arm's finished runs."""
     runs = {}
-    for run_dir in glob.glob(os.path.join(sweep_dir, arm, "seed_*")):
-        match = _SEED_DIR.match(os.path.basename(run_dir))
+    for seed, run_dir in results.seed_dirs(sweep_dir, arm):
         run = results.load_run(run_dir)
-        if not (match and run):
+        if not run:
             continue
         history = workdir_io.read_eval_history(run_dir)
         final_step = run["config"]["num_train_steps"]
         run["finals"] = {r["split"]: r for r in history if r["step"] == final_step}
         run["history"] = history
-        runs[int(match.group(1))] = run
-    return dict(sorted(runs.items()))
+        runs[seed] = run
+    return runs
 
 
 def seed_std(runs: Dict[int, dict], split: str, metric: str) -> Optional[float]:
@@ -195,7 +190,7 @@ def gain_table(arms: Dict[str, Dict[int, dict]], reference: Dict[int, dict],
     return lines
 
 
-def selection_table(arm: str, rows: List[dict]) -> List[str]:
+def selection_table(rows: List[dict]) -> List[str]:
     lines = ["| step | criterion | seeds | slice accuracy, all pixels | at the arm's threshold: "
              "coverage | precision | grid points the other criterion dominates |",
              "|---|---|---|---|---|---|---|"]
@@ -245,7 +240,7 @@ def analyse(sweep_dir: str, reference: str, arms: Sequence[str], steps: Sequence
     for arm, runs in arm_runs.items():
         rows = selection_summary(runs, steps)
         lines += [f"### {arm}", ""]
-        lines += selection_table(arm, rows) if rows else [
+        lines += selection_table(rows) if rows else [
             f"No finished run of {arm} logged selection_curves at steps {list(steps)}."]
         lines.append("")
     return "\n".join(lines)
