@@ -140,7 +140,10 @@ def selection_summary(runs: Dict[int, dict], steps: Sequence[int]) -> List[dict]
                 if not curves or criterion not in curves:
                     continue
                 mine = curves[criterion]
-                entry = {"seed": seed, "all": point_at(mine, min(mine["thresholds"]))}
+                lowest = point_at(mine, min(mine["thresholds"]))
+                # Only a criterion whose lowest threshold selects every pixel gives the
+                # segmentor's accuracy over the whole slice (softmax: its max is ≥ 1/C).
+                entry = {"seed": seed, "all": lowest if lowest["coverage"] >= 1.0 else None}
                 if run["config"].get("semi_selection") == criterion:
                     entry["chosen"] = point_at(mine, run["config"]["semi_threshold"])
                 others = [c for c in CRITERIA if c != criterion and c in curves]
@@ -202,7 +205,7 @@ def selection_table(rows: List[dict]) -> List[str]:
         dominated_text = (", ".join(f"{d}/{n}" for d, n in dominated) if dominated else "—")
         lines.append(
             f"| {row['step']} | {row['criterion']} | {len(seeds)} | "
-            f"{_pct([s['all']['precision'] for s in seeds])} | "
+            f"{_pct([s['all']['precision'] for s in seeds if s['all']])} | "
             f"{threshold}{_pct([c['coverage'] for c in chosen]) if chosen else '—'} | "
             f"{_pct([c['precision'] for c in chosen]) if chosen else '—'} | {dominated_text} |")
     beaten = [(row["step"], s["seed"], s["chosen"], s["dominated_by"]) for row in rows

@@ -18,7 +18,7 @@ SOFTMAX = {"thresholds": THRESHOLDS, "coverage": [1.0, 0.6, 0.3, 0.08],
            "precision": [0.5, 0.6, 0.7, 0.89]}
 # 0.7 selects 0.2 % at 70 % right: softmax's T = 0.7 (30 %, 70 %) dominates it; T = 0.95 selects
 # nothing; T = 0.5 (65 %, 62 %) is beyond anything softmax reaches at that coverage.
-DISCRIMINATOR = {"thresholds": THRESHOLDS, "coverage": [1.0, 0.65, 0.002, 0.0],
+DISCRIMINATOR = {"thresholds": THRESHOLDS, "coverage": [0.9, 0.65, 0.002, 0.0],
                  "precision": [0.5, 0.62, 0.7, None]}
 
 
@@ -107,11 +107,11 @@ def test_report_counts_dominated_points_per_criterion(tmp_path):
     rows = semi_analysis.selection_summary(
         semi_analysis.finished_runs(sweep, "adversarial_semi_rechosen"), [FINAL_STEP])
     by_criterion = {row["criterion"]: row["seeds"][0] for row in rows}
-    # Discriminator points with a selection: 0.01 (a tie with softmax's 0.01, not dominated),
+    # Discriminator points with a selection: 0.01 (90 %, 50 %: by softmax's 0.01, 100 %, 50 %),
     # 0.5 (not), 0.7 (by softmax 0.7). Softmax's 0.5 (60 %, 60 %) is dominated by the
-    # discriminator's 0.5 (65 %, 62 %); its 0.01 (the tie), 0.7 and 0.95 by nothing.
+    # discriminator's 0.5 (65 %, 62 %); its 0.01, 0.7 and 0.95 by nothing.
     assert (by_criterion["discriminator"]["dominated"], by_criterion["discriminator"]["points"]) \
-        == (1, 3)
+        == (2, 3)
     assert (by_criterion["softmax"]["dominated"], by_criterion["softmax"]["points"]) == (1, 4)
     assert by_criterion["discriminator"]["chosen"]["coverage"] == 0.002
     assert "chosen" not in by_criterion["softmax"]  # Not this arm's criterion.
@@ -120,7 +120,9 @@ def test_report_counts_dominated_points_per_criterion(tmp_path):
     differences = 100 * (np.array(TEST_MIOU["softmax_semi"]) - TEST_MIOU["supervised"])
     assert f"{differences.mean():+.2f} (" + ", ".join(f"{d:+.2f}" for d in differences) in text
     assert ("dominated by the other criterion at T = 0.7 (30.00 %, 70.0 % right)" in text)
-    assert "| 40 | discriminator | 3 | 50.0 ± 0.0 | T = 0.7: 0.2 ± 0.0 | 70.0 ± 0.0 |" in text
+    # The slice's accuracy over all pixels comes from a criterion that selects all of them.
+    assert "| 40 | discriminator | 3 | — | T = 0.7: 0.2 ± 0.0 | 70.0 ± 0.0 |" in text
+    assert "| 40 | softmax | 3 | 50.0 ± 0.0 | — | — |" in text
 
 
 def test_a_missing_reference_is_refused_by_name(tmp_path):
