@@ -129,8 +129,8 @@ def dominating_point(point: dict, other: dict) -> Optional[dict]:
 
 def selection_summary(runs: Dict[int, dict], steps: Sequence[int]) -> List[dict]:
     """Per step and criterion, over seeds: the arm's operating point, the slice's overall
-    accuracy (the lowest threshold selects every pixel), and how many of the criterion's
-    grid points the other criterion dominates (only where a run logged both)."""
+    accuracy (where the criterion's lowest threshold selects every pixel), and how many of the
+    criterion's grid points the other criterion dominates (only where a run logged both)."""
     rows = []
     for step in steps:
         for criterion in CRITERIA:
@@ -146,17 +146,17 @@ def selection_summary(runs: Dict[int, dict], steps: Sequence[int]) -> List[dict]
                 entry = {"seed": seed, "all": lowest if lowest["coverage"] >= 1.0 else None}
                 if run["config"].get("semi_selection") == criterion:
                     entry["chosen"] = point_at(mine, run["config"]["semi_threshold"])
-                others = [c for c in CRITERIA if c != criterion and c in curves]
-                if others:
+                other = next((curves[c] for c in CRITERIA if c != criterion and c in curves),
+                             None)
+                if other:
                     points = [{"threshold": t, "coverage": c, "precision": p}
                               for t, c, p in zip(mine["thresholds"], mine["coverage"],
                                                  mine["precision"]) if p is not None]
-                    entry["dominated"] = sum(
-                        dominating_point(p, curves[others[0]]) is not None for p in points)
+                    entry["dominated"] = sum(dominating_point(p, other) is not None
+                                             for p in points)
                     entry["points"] = len(points)
                     if "chosen" in entry:
-                        entry["dominated_by"] = dominating_point(entry["chosen"],
-                                                                 curves[others[0]])
+                        entry["dominated_by"] = dominating_point(entry["chosen"], other)
                 per_seed.append(entry)
             if per_seed:
                 rows.append({"step": step, "criterion": criterion, "seeds": per_seed})
