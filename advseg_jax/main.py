@@ -4,9 +4,12 @@ Installed, the same program is the `advseg-train` console script, and a shipped 
 named: `advseg-train --config=default --workdir=DIR`.
 """
 
+import datetime
 import logging as python_logging
 import os
+import shlex
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,6 +24,7 @@ from advseg_jax import cli
 from advseg_jax import compilation_cache
 from advseg_jax import config_checks
 from advseg_jax import distributed
+from advseg_jax import host_info
 from advseg_jax import memory_fit
 from advseg_jax import train
 from advseg_jax import workdir_io
@@ -67,9 +71,50 @@ def main(argv):
                      jax.__version__, jax.process_index(), jax.process_count(),
                      jax.local_device_count(), jax.device_count(), jax.devices()[0].device_kind)
         workdir_io.write_revision(_WORKDIR.value)
-        train.train_and_evaluate(config, _WORKDIR.value)
+        _train_as_segment(config, _WORKDIR.value)
     except REFUSALS as error:
         sys.exit(f"{type(error).__name__}: {error}")
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _train_as_segment(config, workdir: str) -> None:
+    """Trains, and records this start and its end in `segments.jsonl` (process 0 only).
+
+    A study's report must say what each run cost and where it ran, and a run resumed after a
+    preemption has several such segments; recording them here keeps that out of shell notes.
+    A segment killed outright (SIGKILL, a lost machine) has a start and no end.
+    """
+    record = jax.process_index() == 0
+    if record:
+        device = jax.devices()[0]
+        workdir_io.append_segment_event(workdir, {
+            "start": _utc_now(),
+            "command": shlex.join(["python", "-m", "advseg_jax.main", *sys.argv[1:]]),
+            "revision": workdir_io.code_revision(),
+            "host": {"cpu": host_info.cpu_model(), "usable_cpus": host_info.usable_cpus(),
+                     "devices": f"{jax.device_count()} x {device.device_kind}",
+                     "processes": jax.process_count()}})
+    started = time.monotonic()
+    outcome = "crashed"
+    try:
+        train.train_and_evaluate(config, workdir)
+        step = workdir_io.latest_checkpoint_step(workdir)
+        outcome = ("finished" if step == config.num_train_steps
+                   else f"stopped by SIGTERM at step {step}")
+    except REFUSALS as error:
+        outcome = f"refused: {type(error).__name__}"
+        raise
+    except BaseException as error:  # Recorded, then re-raised unchanged.
+        outcome = f"crashed: {type(error).__name__}"
+        raise
+    finally:
+        if record:
+            workdir_io.append_segment_event(workdir, {
+                "end": _utc_now(), "wall_s": round(time.monotonic() - started, 1),
+                "outcome": outcome})
 
 
 def run():

@@ -6,6 +6,7 @@
     <workdir>/best_checkpoint.json  {metric, step, value} of the best evaluated checkpoint
     <workdir>/data_splits.json      the labeled and unlabeled splits and their example ids
     <workdir>/revision.txt          the git revision of the code of each start, one a line
+    <workdir>/segments.jsonl        each start and end of the run: time, command, host, outcome
     <workdir>/checkpoints/<step>/   orbax checkpoints (`checkpointing.py`)
     <workdir>/lock                  pid, host and start of the run holding it (`workdir_lock.py`)
     <sweep>/sweep.json              an ablation sweep's manifest (`experiments/ablations.py`)
@@ -31,6 +32,7 @@ EVAL_HISTORY = "eval_history.jsonl"
 BEST_CHECKPOINT = "best_checkpoint.json"
 DATA_SPLITS = "data_splits.json"
 REVISION = "revision.txt"
+SEGMENTS = "segments.jsonl"
 CHECKPOINTS = "checkpoints"
 SWEEP_MANIFEST = "sweep.json"
 LOCK = "lock"
@@ -192,3 +194,46 @@ def read_revisions(workdir: str) -> List[str]:
         return []
     with open(path) as f:
         return [line.strip() for line in f if line.strip()]
+
+
+def latest_checkpoint_step(workdir: str) -> Optional[int]:
+    """The highest finished checkpoint step on disk (orbax names them by step; a save under
+    way has a temporary suffix), or None."""
+    path = os.path.join(workdir, CHECKPOINTS)
+    steps = [int(name) for name in os.listdir(path) if name.isdigit()] if os.path.isdir(
+        path) else []
+    return max(steps, default=None)
+
+
+def append_segment_event(workdir: str, event: dict) -> None:
+    """Appends one start or end record (a line, flushed at once: a run killed later keeps it)."""
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, SEGMENTS), "a") as f:
+        f.write(json.dumps(json_ready(event)) + "\n")
+
+
+def read_segments(workdir: str) -> List[dict]:
+    """The run's segments, one per start, in order: the start record with the end record's
+    keys merged in (no `end` for a segment killed before it could write one, or still running).
+
+    Unreadable lines are skipped with a warning naming the file, as in `read_eval_history`.
+    """
+    segments: List[dict] = []
+    path = os.path.join(workdir, SEGMENTS)
+    if not os.path.exists(path):
+        return segments
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                logging.warning("Skipping unreadable line %d of %s (half-written?): %.80r",
+                                number, path, line)
+                continue
+            if "start" in event:
+                segments.append(dict(event))
+            elif segments and "end" not in segments[-1]:
+                segments[-1].update(event)
+    return segments

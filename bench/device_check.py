@@ -35,7 +35,6 @@ import json
 import logging as python_logging
 import os
 import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -51,6 +50,8 @@ if "--smoke" in sys.argv:  # Before JAX reads XLA_FLAGS.
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+
+from advseg_jax import host_info  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", None, "Folder for device_check.json and device_check.log.")
 _MANUAL_DIR = flags.DEFINE_string(
@@ -140,15 +141,9 @@ def environment() -> dict:
         tensorflow_importable = True
     except ImportError:
         tensorflow_importable = False
-    try:
-        cpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        cpu_model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines()
-                          if line.startswith("Model name")), None)
-    except (OSError, subprocess.SubprocessError):
-        cpu_model = None
     return {"python": platform.python_version(), "platform": device.platform,
             "device_kind": device.device_kind, "device_count": jax.device_count(),
-            "bytes_limit": stats.get("bytes_limit"), "host_cpu_model": cpu_model,
+            "bytes_limit": stats.get("bytes_limit"), "host_cpu_model": host_info.cpu_model(),
             "host_cpu_count": os.cpu_count(), "tensorflow_importable": tensorflow_importable,
             "versions": {name: _version(name) for name in (
                 "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "pillow",

@@ -17,7 +17,6 @@ import gzip
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, _HERE)
 import jax  # noqa: E402
 
 import _step_worker  # noqa: E402
+from advseg_jax import host_info  # noqa: E402
 from advseg_jax import sharding  # noqa: E402
 from advseg_jax import state as state_lib  # noqa: E402
 from advseg_jax import train_step as steps  # noqa: E402
@@ -54,15 +54,6 @@ def _group(op_name: str) -> str:
         unwrapped = re.sub(r"(transpose|jvp|vmap|jit|pjit)\(([^()]*)\)", r"\2", path)
     parts = [p for p in path.split("/") if p]
     return ("backward " if backward else "forward  ") + "/".join(parts[-3:])
-
-
-def _host() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def main() -> None:
@@ -102,7 +93,7 @@ def main() -> None:
         total += seconds
         by_group[_group(names.get(op, op))] += seconds
         by_kind[re.sub(r"\.\d+$", "", op)] += seconds
-    print(f"{_host()}; {args.config} {args.variant} {' '.join(args.set)}; "
+    print(f"{host_info.cpu_model()}; {args.config} {args.variant} {' '.join(args.set)}; "
           f"load {os.getloadavg()[0]:.2f}")
     print(f"step {wall:.3f} s (traced), thunks {total:.3f} s per step")
     for title, counter in (("by layer and primitive", by_group), ("by fusion kind", by_kind)):

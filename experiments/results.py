@@ -37,6 +37,11 @@ from advseg_jax import cli  # noqa: E402
 from advseg_jax import dicts  # noqa: E402
 from advseg_jax import workdir_io  # noqa: E402
 
+if __package__ in (None, ""):
+    from experiments import run_segments  # noqa: E402
+else:
+    from . import run_segments  # noqa: E402
+
 METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")
 _LABELS = {"mean_iou": "mIoU", "pixel_accuracy": "Pixel acc.", "mean_class_accuracy": "Class acc."}
 
@@ -592,8 +597,9 @@ def plot_selection_curves(workdir: str, steps: Sequence[int], path: str) -> List
 
 
 def write_results(workdir: str, revision: Optional[str] = None) -> dict:
-    """Writes results.json, results.md, <sweep>_miou.png, class_accuracy.png and
-    eval_curves.png into `workdir` (`revision`: see `summarize`)."""
+    """Writes results.json, results.md, <sweep>_miou.png, class_accuracy.png,
+    eval_curves.png and (for runs that recorded their segments) run_segments.md into `workdir`
+    (`revision`: see `summarize`)."""
     summary = summarize(workdir, revision)
     verdict_path = os.path.join(workdir, VERDICT)
     if os.path.exists(verdict_path):
@@ -607,13 +613,14 @@ def write_results(workdir: str, revision: Optional[str] = None) -> dict:
         plot_bars(summary, os.path.join(workdir, f"{summary['sweep'] or 'sweep'}_miou.png"))
         plot_class_accuracy(summary, os.path.join(workdir, "class_accuracy.png"))
         plot_eval_curves(summary, os.path.join(workdir, "eval_curves.png"))
+    run_segments.write(workdir, sorted(glob.glob(os.path.join(workdir, "*", "seed_*"))))
     return summary
 
 
 # What a committed sweep keeps of each run: enough to re-aggregate and to check a re-run
 # (and, for a semi-supervised run, which examples were labeled).
 RUN_FILES = (workdir_io.CONFIG, workdir_io.EVAL_HISTORY, workdir_io.EVAL_RESULTS,
-             workdir_io.DATA_SPLITS, workdir_io.REVISION)
+             workdir_io.DATA_SPLITS, workdir_io.REVISION, workdir_io.SEGMENTS)
 
 
 def export(workdir: str, destination: str) -> None:

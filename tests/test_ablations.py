@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from advseg_jax import host_info
 from advseg_jax import workdir_io
 from experiments import ablations
 from dataset_records import records
@@ -155,6 +156,13 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
         assert config["segmentor"]["width"] == 8 and config["data_dir"] == data_dir
         # main recorded the code it ran, and results.json carries it.
         assert workdir_io.read_revisions(run_dir) == [workdir_io.code_revision()]
+        # ... and the segment: the command the sweep launched, this host, the outcome.
+        (segment,) = workdir_io.read_segments(run_dir)
+        assert segment["outcome"] == "finished" and segment["wall_s"] > 0
+        assert segment["command"].startswith("python -m advseg_jax.main --config=")
+        assert f"--workdir={run_dir}" in segment["command"]
+        assert segment["host"]["cpu"] == host_info.cpu_model()
+        assert segment["revision"] == workdir_io.code_revision()
     with open(os.path.join(workdir, "results.json")) as f:
         summary = json.load(f)
     assert summary["sweep"] == "encodings"
@@ -165,6 +173,9 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
     with open(os.path.join(workdir, "results.md")) as f:
         table = f.read()
     assert "| baseline |" in table and "| product |" in table
+    with open(os.path.join(workdir, "run_segments.md")) as f:
+        runs = f.read()
+    assert "### baseline/seed_0" in runs and "### product/seed_0" in runs
     for png in ("encodings_miou.png", "class_accuracy.png"):
         with open(os.path.join(workdir, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"

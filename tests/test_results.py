@@ -236,7 +236,7 @@ def test_export_keeps_only_what_a_committed_sweep_needs(fig4_dir, tmp_path):
     kept = sorted(os.path.relpath(os.path.join(d, f), destination)
                   for d, _, files in os.walk(destination) for f in files)
     runs = [f"{v}/seed_{k}/{name}" for v in FIG4 for k in range(2) for name in results.RUN_FILES
-            if name not in (workdir_io.DATA_SPLITS, workdir_io.REVISION)]
+            if name not in (workdir_io.DATA_SPLITS, workdir_io.REVISION, workdir_io.SEGMENTS)]
     assert kept == sorted(runs + ["sweep.json", "verdict.md",
                                   f"classical/seed_0/{workdir_io.DATA_SPLITS}"])
     shutil.rmtree(unfinished)  # Left out of the export, so out of the comparison too.

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import main_runs
+from advseg_jax import workdir_io
 from main_runs import NUM_STEPS
 
 pytestmark = pytest.mark.slow
@@ -58,6 +59,9 @@ def test_sigkill_anywhere_then_restart_ends_bit_identical(reference, tmp_path, d
 
     log = main_runs.run(workdir, data_dir)
     assert f"Starting at step {latest} of {NUM_STEPS}" in log
+    # The killed segment has its start and no end; the resumed one finished.
+    killed, resumed = workdir_io.read_segments(str(workdir))
+    assert "end" not in killed and resumed["outcome"] == "finished"
     # Re-saving that step replaced the temporary directory.
     assert main_runs.temporary_checkpoints(workdir) == []
     _assert_bit_identical(reference, workdir)
@@ -81,6 +85,9 @@ def test_sigterm_checkpoints_exits_zero_and_restart_ends_bit_identical(reference
 
     log = main_runs.run(workdir, data_dir)
     assert f"Starting at step {stopped_at} of {NUM_STEPS}" in log
+    stopped, resumed = workdir_io.read_segments(str(workdir))
+    assert stopped["outcome"] == f"stopped by SIGTERM at step {stopped_at}"
+    assert resumed["outcome"] == "finished"
     _assert_bit_identical(reference, workdir)
 
 

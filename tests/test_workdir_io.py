@@ -54,3 +54,29 @@ def test_revision_is_this_checkouts_commit_and_a_new_line_only_when_it_changes(t
     monkeypatch.setattr(workdir_io, "code_revision", lambda: "abc123")
     workdir_io.write_revision(run_dir)  # Resumed with other code: both are on record.
     assert workdir_io.read_revisions(run_dir)[1:] == ["abc123"]
+
+
+def test_segments_pair_each_start_with_its_end_and_keep_a_killed_start(tmp_path, caplog):
+    run_dir = str(tmp_path / "run")
+    assert workdir_io.read_segments(run_dir) == []
+    workdir_io.append_segment_event(run_dir, {"end": "orphan", "wall_s": 1.0})  # Ignored.
+    workdir_io.append_segment_event(run_dir, {"start": "t0", "command": "a"})  # Then killed.
+    workdir_io.append_segment_event(run_dir, {"start": "t1", "command": "a"})
+    with open(os.path.join(run_dir, workdir_io.SEGMENTS), "a") as f:
+        f.write('{"end": "t2", "wall_s"\n')  # Torn by a kill mid-write: skipped, named.
+    workdir_io.append_segment_event(run_dir, {"end": "t3", "wall_s": float("nan"),
+                                              "outcome": "finished"})
+    with caplog.at_level(logging.WARNING):
+        segments = workdir_io.read_segments(run_dir)
+    assert segments == [{"start": "t0", "command": "a"},
+                        {"start": "t1", "command": "a", "end": "t3", "wall_s": None,
+                         "outcome": "finished"}]
+    assert any("line 4" in r.getMessage() and workdir_io.SEGMENTS in r.getMessage()
+               for r in caplog.records)
+
+
+def test_latest_checkpoint_step_ignores_saves_under_way(tmp_path):
+    assert workdir_io.latest_checkpoint_step(str(tmp_path)) is None
+    for name in ("2", "10", "12.orbax-checkpoint-tmp-1733"):
+        os.makedirs(tmp_path / workdir_io.CHECKPOINTS / name)
+    assert workdir_io.latest_checkpoint_step(str(tmp_path)) == 10
