@@ -461,6 +461,14 @@ def _paper_key(dataset: Optional[str], sweep: Optional[str], variant: str) -> tu
     return ((dataset or "").split("/")[0], sweep, variant)
 
 
+def line_colours(rows: Sequence[dict]) -> List[str]:
+    """Black for the baseline (the first variant with lambda_adv = 0), matplotlib's cycle for
+    the rest: a sweep can hold several λ = 0 arms (supervised and softmax self-training), and
+    each line must stay tellable apart."""
+    baseline = next((i for i, row in enumerate(rows) if row.get("lambda_adv") == 0), None)
+    return ["k" if i == baseline else f"C{i}" for i in range(len(rows))]
+
+
 def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accuracy") -> None:
     """Per-class accuracy on training and evaluation images against epochs (Luc et al., Fig. 4).
 
@@ -473,8 +481,7 @@ def plot_class_accuracy(summary: dict, path: str, metric: str = "mean_class_accu
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     use_epochs = all(point["epoch"] is not None for splits in summary["curves"].values()
                      for points in splits.values() for point in points)
-    for i, row in enumerate(rows):
-        colour = "k" if row.get("lambda_adv") == 0 else f"C{i}"
+    for row, colour in zip(rows, line_colours(rows)):
         for ax, split in zip(axes, ("train", "eval")):
             points = summary["curves"].get(row["variant"], {}).get(split)
             if points:
@@ -517,11 +524,10 @@ def plot_eval_curves(summary: dict, path: str) -> None:
     the supervised arm, so a step is the unit they share.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, row in enumerate(summary["variants"]):
+    for row, colour in zip(summary["variants"], line_colours(summary["variants"])):
         points = summary["curves"].get(row["variant"], {}).get("eval")
         if not points:
             continue
-        colour = "k" if row.get("lambda_adv") == 0 else f"C{i}"
         steps = np.array([p["step"] for p in points], float)
         for ax, metric in zip(axes, ("mean_iou", "mean_class_accuracy")):
             mean = np.array([100 * p[metric]["mean"] for p in points])

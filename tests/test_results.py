@@ -269,3 +269,10 @@ def test_revisions_come_from_the_runs_or_the_flag_and_differences_warn(sweep_dir
         assert json.load(f)["revisions"] == ["7b43d2c", "f00d"]
     with open(os.path.join(sweep_dir, "results.md")) as f:
         assert "Code revisions (the runs differ): 7b43d2c, f00d." in f.read()
+
+
+def test_only_the_first_lambda_zero_arm_is_drawn_black():
+    rows = [{"lambda_adv": 0.0}, {"lambda_adv": 0.01}, {"lambda_adv": 0.0}, {}]
+    assert results.line_colours(rows) == ["k", "C1", "C2", "C3"]
+    assert len(set(results.line_colours(rows))) == len(rows)
+    assert results.line_colours([{"lambda_adv": 0.5}]) == ["C0"]
