@@ -20,7 +20,7 @@ import json
 import math
 import os
 import subprocess
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from absl import logging
 
@@ -107,20 +107,25 @@ def read_eval_history(workdir: str) -> List[dict]:
     line, so one torn line does not hide all the others.
     """
     records = {}
-    path = os.path.join(workdir, EVAL_HISTORY)
-    if os.path.exists(path):
-        with open(path) as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    logging.warning("Skipping unreadable line %d of %s (half-written?): %.80r",
-                                    number, path, line)
-                    continue
-                records[(record["step"], record["split"])] = record
+    for record in _read_jsonl(os.path.join(workdir, EVAL_HISTORY)):
+        records[(record["step"], record["split"])] = record
     return [records[key] for key in sorted(records)]
+
+
+def _read_jsonl(path: str) -> Iterator[dict]:
+    """The file's JSON lines (none if it is absent). An unreadable line (a run killed mid-write)
+    is skipped with a warning naming the file and line, so one torn line hides nothing else."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                logging.warning("Skipping unreadable line %d of %s (half-written?): %.80r",
+                                number, path, line)
 
 
 def evaluated_steps(workdir: str, split: str) -> set:
@@ -219,21 +224,9 @@ def read_segments(workdir: str) -> List[dict]:
     Unreadable lines are skipped with a warning naming the file, as in `read_eval_history`.
     """
     segments: List[dict] = []
-    path = os.path.join(workdir, SEGMENTS)
-    if not os.path.exists(path):
-        return segments
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                logging.warning("Skipping unreadable line %d of %s (half-written?): %.80r",
-                                number, path, line)
-                continue
-            if "start" in event:
-                segments.append(dict(event))
-            elif segments and "end" not in segments[-1]:
-                segments[-1].update(event)
+    for event in _read_jsonl(os.path.join(workdir, SEGMENTS)):
+        if "start" in event:
+            segments.append(event)
+        elif segments and "end" not in segments[-1]:
+            segments[-1].update(event)
     return segments
