@@ -70,8 +70,8 @@ def main(argv):
         logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s).",
                      jax.__version__, jax.process_index(), jax.process_count(),
                      jax.local_device_count(), jax.device_count(), jax.devices()[0].device_kind)
-        workdir_io.write_revision(_WORKDIR.value)
-        _train_as_segment(config, _WORKDIR.value)
+        revision = workdir_io.write_revision(_WORKDIR.value)
+        _train_as_segment(config, _WORKDIR.value, revision)
     except REFUSALS as error:
         sys.exit(f"{type(error).__name__}: {error}")
 
@@ -80,7 +80,7 @@ def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _train_as_segment(config, workdir: str) -> None:
+def _train_as_segment(config, workdir: str, revision: str) -> None:
     """Trains, and records this start and its end in `segments.jsonl` (process 0 only).
 
     A study's report must say what each run cost and where it ran, and a run resumed after a
@@ -93,7 +93,7 @@ def _train_as_segment(config, workdir: str) -> None:
         workdir_io.append_segment_event(workdir, {
             "start": _utc_now(),
             "command": shlex.join(["python", "-m", "advseg_jax.main", *sys.argv[1:]]),
-            "revision": workdir_io.code_revision(),
+            "revision": revision,
             "host": {"cpu": host_info.cpu_model(), "usable_cpus": host_info.usable_cpus(),
                      "devices": f"{jax.device_count()} x {device.device_kind}",
                      "processes": jax.process_count()}})

@@ -182,14 +182,15 @@ def code_revision() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def write_revision(workdir: str) -> None:
+def write_revision(workdir: str) -> str:
     """Records the code revision this start runs (a line added when it differs from the last):
-    a study that pools runs can then tell which code made each one."""
+    a study that pools runs can then tell which code made each one. Returns it."""
     os.makedirs(workdir, exist_ok=True)
     revision = code_revision()
     if read_revisions(workdir)[-1:] != [revision]:
         with open(os.path.join(workdir, REVISION), "a") as f:
             f.write(revision + "\n")
+    return revision
 
 
 def read_revisions(workdir: str) -> List[str]:

@@ -48,7 +48,7 @@ def test_revision_is_this_checkouts_commit_and_a_new_line_only_when_it_changes(t
     assert workdir_io.code_revision().split("+")[0] == head
     run_dir = str(tmp_path / "run")  # Not there yet: main records before train creates it.
     assert workdir_io.read_revisions(run_dir) == []
-    workdir_io.write_revision(run_dir)
+    assert workdir_io.write_revision(run_dir) == workdir_io.code_revision()
     workdir_io.write_revision(run_dir)  # A resume with the same code adds nothing.
     assert workdir_io.read_revisions(run_dir) == [workdir_io.code_revision()]
     monkeypatch.setattr(workdir_io, "code_revision", lambda: "abc123")
