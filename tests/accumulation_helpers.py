@@ -1,19 +1,39 @@
-"""Shared by the accumulation tests: a Dilated-8-like tiny segmentor with dropout, plain SGD
-at rate 1 (an update is minus the gradient), one real step's gradients and a relative error."""
+"""Shared by the accumulation and chunking tests: a Dilated-8-like tiny segmentor with dropout,
+the paper's Stanford pair in miniature, plain SGD at rate 1 (an update is minus the gradient),
+one real step's gradients and a relative error."""
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
 from advseg_jax.models import registry
+from advseg_jax.models.adversaries import TwoBranchAdversary
+from advseg_jax.models.multiscale import MultiscaleNet
 
 
 def relative_error(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def stanford_pair(rows: int = 4) -> dict:
+    """The Stanford multiscale segmentor and two-branch adversary, narrow, with initialised
+    parameters and random inputs (32×48 images, 8×12 downsampled images and label maps, 5
+    classes): big enough that every layer's gradient is non-zero, small enough to compile fast."""
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.uniform(0, 255, (rows, 32, 48, 3)), jnp.float32)
+    segmentor = MultiscaleNet(num_classes=5, widths=(4, 8, 16), kernel_size=5)
+    adversary = TwoBranchAdversary(width_divisor=8)
+    small = jnp.asarray(rng.uniform(0, 1, (rows, 8, 12, 3)), jnp.float32)
+    maps = jax.nn.softmax(jnp.asarray(rng.normal(size=(rows, 8, 12, 5)), jnp.float32))
+    return {"segmentor": segmentor, "adversary": adversary, "images": images, "small": small,
+            "seg_params": jax.jit(segmentor.init)(jax.random.key(0), images)["params"],
+            "adv_params": jax.jit(adversary.init)(jax.random.key(1), small, maps)["params"],
+            "rng": rng}
 
 
 class _TinyDilated(nn.Module):

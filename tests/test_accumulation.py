@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 
 from advseg_jax import accumulation
-from advseg_jax.models.adversaries import TwoBranchAdversary
-from advseg_jax.models.multiscale import MultiscaleNet
-from accumulation_helpers import one_step_gradients, relative_error, sgd_one
+from accumulation_helpers import one_step_gradients, relative_error, sgd_one, stanford_pair
 
 TOLERANCE = 1e-4
 
@@ -51,14 +49,10 @@ def test_row_keys_depend_on_the_global_row_only():
 def test_stanford_models_accumulated_match_one_call(unroll):
     """The paper's Stanford segmentor and adversary (narrow): loss and every parameter gradient
     of two microbatches against one call on the whole batch."""
-    rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.uniform(0, 255, (4, 32, 48, 3)), jnp.float32)
-    segmentor = MultiscaleNet(num_classes=5, widths=(4, 8, 16), kernel_size=5)
-    adversary = TwoBranchAdversary(width_divisor=8)
-    seg_params = jax.jit(segmentor.init)(jax.random.key(0), images)["params"]
-    small = jnp.asarray(rng.uniform(0, 1, (4, 8, 12, 3)), jnp.float32)
-    maps = jax.nn.softmax(jnp.asarray(rng.normal(size=(4, 8, 12, 5)), jnp.float32))
-    adv_params = jax.jit(adversary.init)(jax.random.key(1), small, maps)["params"]
+    pair = stanford_pair()
+    segmentor, adversary, images, small = (pair[k] for k in ("segmentor", "adversary", "images",
+                                                             "small"))
+    seg_params, adv_params, rng = pair["seg_params"], pair["adv_params"], pair["rng"]
     weights = jnp.asarray(rng.uniform(size=(4, 8, 12, 5)), jnp.float32)  # Per row and pixel.
 
     def loss(params, part):

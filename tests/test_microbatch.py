@@ -11,8 +11,7 @@ from advseg_jax import microbatch
 from advseg_jax import sharding
 from advseg_jax import state as state_lib
 from advseg_jax import train_step as steps
-from advseg_jax.models.adversaries import TwoBranchAdversary
-from advseg_jax.models.multiscale import MultiscaleNet
+from accumulation_helpers import relative_error, stanford_pair
 
 
 def test_chunk_rows_automatic_explicit_and_off():
@@ -49,21 +48,13 @@ def test_apply_in_chunks_concatenates_and_folds_the_rng():
                                   jax.random.key_data(jax.random.key(7)))  # Unchunked: as is.
 
 
-def _relative_error(a, b):
-    return float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-30))
-
-
 @pytest.mark.parametrize("chunk", [2, 3])  # Automatic on CPU for Stanford; uneven (3 + 1).
 def test_multiscale_and_adversary_values_and_gradients_match(chunk):
     """The Stanford models, chunked, against one plain call: outputs and all parameter grads."""
-    rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.uniform(0, 255, (4, 32, 48, 3)), jnp.float32)
-    segmentor = MultiscaleNet(num_classes=5, widths=(4, 8, 16), kernel_size=5)
-    adversary = TwoBranchAdversary(width_divisor=8)
-    seg_params = jax.jit(segmentor.init)(jax.random.key(0), images)["params"]
-    small = jnp.asarray(rng.uniform(0, 1, (4, 8, 12, 3)), jnp.float32)
-    maps = jax.nn.softmax(jnp.asarray(rng.normal(size=(4, 8, 12, 5)), jnp.float32))
-    adv_params = jax.jit(adversary.init)(jax.random.key(1), small, maps)["params"]
+    pair = stanford_pair()
+    segmentor, adversary, images, small = (pair[k] for k in ("segmentor", "adversary", "images",
+                                                             "small"))
+    seg_params, adv_params = pair["seg_params"], pair["adv_params"]
 
     def loss(seg_params, adv_params, rows):
         seg = functools.partial(segmentor.apply, {"params": seg_params})
@@ -77,9 +68,9 @@ def test_multiscale_and_adversary_values_and_gradients_match(chunk):
     value_and_grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
     plain, plain_grads = value_and_grads(seg_params, adv_params, 4)
     chunked, chunked_grads = value_and_grads(seg_params, adv_params, chunk)
-    assert _relative_error(chunked, plain) < 1e-4
+    assert relative_error(chunked, plain) < 1e-4
     for a, b in zip(jax.tree.leaves(chunked_grads), jax.tree.leaves(plain_grads)):
-        assert _relative_error(a, b) < 1e-4
+        assert relative_error(a, b) < 1e-4
         assert float(jnp.max(jnp.abs(b))) > 0  # Every gradient is exercised.
 
 
