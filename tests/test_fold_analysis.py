@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -173,3 +174,25 @@ def test_a_fold_still_running_is_named_and_left_out(tmp_path):
     assert text.replace(text.splitlines()[4] + "\n\n", "", 1) == alone
     with open(os.path.join(study, "results.md")) as f:
         assert "fold 2 waits for its runs" in f.read()
+
+
+def test_committed_study_regenerates_from_its_histories(tmp_path, monkeypatch):
+    """The committed tables and verdict must be what the script makes of the committed runs,
+    so a run committed without re-running the analysis (or an edit by hand) fails here."""
+    committed = os.path.join(REPO, "experiments", "results", "stanford_fig4_5fold")
+    fold0 = os.path.join(REPO, "experiments", "results", "stanford_fig4_fold0")
+    study = str(tmp_path / "study")
+    shutil.copytree(committed, study)
+    for name in ("results.md", "verdict.md", "class_accuracy.png"):
+        os.remove(os.path.join(study, name))
+    # The committed outputs were written from the repository root with these arguments (the
+    # runs of the frozen revision 7b43d2c predate revision.txt).
+    monkeypatch.chdir(REPO)
+    fold_analysis.write_study(study, fold0=os.path.relpath(fold0, REPO), revision="7b43d2c")
+    for name in ("verdict.md", "results.md"):
+        with open(os.path.join(study, name)) as f:
+            regenerated = f.read().replace(study, os.path.relpath(committed, REPO))
+        with open(os.path.join(committed, name)) as f:
+            assert regenerated == f.read(), f"{name} is stale: re-run fold_analysis.py"
+    with open(os.path.join(study, "class_accuracy.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
