@@ -239,13 +239,19 @@ def pooled_curves(folds: Dict[int, dict]) -> dict:
     return pooled
 
 
+def p_text(p: float, digits: int) -> str:
+    """A p value to `digits` decimals, or in scientific notation when it would read as zero
+    (a sampled permutation p is never zero: its smallest value is 1 / (relabellings + 1))."""
+    return f"{p:.{digits}f}" if p >= 10 ** -digits else f"{p:.1e}"
+
+
 def _interval_text(result: dict) -> str:
     if result["num_folds"] < 2:
         return "no interval or paired t-test: they need at least 2 folds"
     low, high = result["ci"]
     return (f"mean over folds {100 * result['mean']:+.2f} points, 95 % t interval "
             f"[{100 * low:+.2f}, {100 * high:+.2f}], paired t({result['df']}) = "
-            f"{result['t']:.2f}, p = {result['p']:.3f}")
+            f"{result['t']:.2f}, p = {p_text(result['p'], 3)}")
 
 
 def _pending_text(pending: Dict[int, Dict[str, int]], min_seeds: int) -> str:
@@ -279,9 +285,12 @@ def verdict(folds: Dict[int, dict], num_folds: int,
     for split, result in comparisons.items():
         permutation = result["permutation"]
         kind = "exact" if permutation["exact"] else f"seed {PERMUTATION_SEED}"
+        if not permutation["exact"] and (
+                permutation["p"] * (permutation["permutations"] + 1) < 1.5):
+            kind += ", none as extreme as the observed difference"
         lines += [f"- **{split} images**: {_interval_text(result)}; permutation test over "
-                  f"fold × seed p = {permutation['p']:.4f} ({permutation['permutations']:,} "
-                  f"relabellings, {kind})."]
+                  f"fold × seed p = {p_text(permutation['p'], 4)} "
+                  f"({permutation['permutations']:,} relabellings, {kind})."]
     test = comparisons["test"]
     lines.append("")
     if "mde" in test:
@@ -312,9 +321,10 @@ def _in_words(split: str, result: dict) -> str:
     if significant:
         direction = "raises" if result["mean"] > 0 else "lowers"
         return (f"On the {split} images the adversarial term {direction} class accuracy by "
-                f"{size} (95 % CI [{low:+.2f}, {high:+.2f}], paired p = {result['p']:.3f}).")
+                f"{100 * abs(result['mean']):.2f} points (95 % CI [{low:+.2f}, {high:+.2f}], "
+                f"paired p = {p_text(result['p'], 3)}).")
     text = (f"On the {split} images no effect of the adversarial term is shown: {size}, 95 % CI "
-            f"[{low:+.2f}, {high:+.2f}] (paired p = {result['p']:.3f})")
+            f"[{low:+.2f}, {high:+.2f}] (paired p = {p_text(result['p'], 3)})")
     if "mde" in result and split == "test":
         text += f"; effects of {100 * result['mde']:.2f} points or more would have been detected"
     return text + "."

@@ -85,6 +85,13 @@ def test_paired_statistics_match_scipy(tmp_path):
     train = fold_analysis.compare(folds, "train")
     assert train["p"] < 0.001 and "train images the adversarial term lowers" in text
     assert f"{100 * train['mean']:+.2f} points" in text
+    assert f"lowers class accuracy by {-100 * train['mean']:.2f} points" in text
+    # No p reads as zero: the paired p in scientific notation, and the sampled permutation p
+    # at its floor 1 / (100,000 + 1), since no relabelling comes near a 6-point shift.
+    assert f"paired t(4) = {train['t']:.2f}, p = {train['p']:.1e}" in text
+    assert ("p = 1.0e-05 (100,000 relabellings, seed 0, none as extreme as the observed "
+            "difference)" in text)
+    assert "p = 0.000" not in text
     for name in ("results.md", "verdict.md", "class_accuracy.png"):
         assert os.path.exists(os.path.join(study, name))
     with open(os.path.join(study, "results.md")) as f:
