@@ -314,7 +314,7 @@ def _in_words(split: str, result: dict) -> str:
     if "p" not in result:
         p = result["permutation"]["p"]
         return (f"On the {split} images the adversarial term changes class accuracy by {size} "
-                f"(one fold; permutation p = {p:.3f} over its seeds only).")
+                f"(one fold; permutation p = {p_text(p, 3)} over its seeds only).")
     significant = result["p"] < ALPHA
     low, high = (100 * v for v in result["ci"])
     if significant:
