@@ -303,6 +303,8 @@ def verdict(folds: Dict[int, dict], num_folds: int,
     lines += ["", "## In words", ""]
     for split, result in comparisons.items():
         lines.append("- " + _in_words(split, result))
+        if "ci" in result:
+            lines.append("- " + _paper_text(split, result))
     if not complete:
         lines.append(f"- With {len(folds)} of {num_folds} folds this is a preliminary reading, "
                      "not the study's answer.")
@@ -325,8 +327,33 @@ def _in_words(split: str, result: dict) -> str:
     text = (f"On the {split} images no effect of the adversarial term is shown: {size}, 95 % CI "
             f"[{low:+.2f}, {high:+.2f}] (paired p = {p_text(result['p'], 3)})")
     if "mde" in result and split == "test":
-        text += f"; effects of {100 * result['mde']:.2f} points or more would have been detected"
+        text += (f"; effects of {100 * result['mde']:.2f} points or more would have been "
+                 f"detected with {POWER:.0%} power")
     return text + "."
+
+
+def paper_differences(split: str) -> List[tuple]:
+    """(epoch, adversarial − classical in points) from the paper's Fig. 4 as read into
+    results.PAPER_CURVES, at the epochs past 0 where both arms have a point: the effect the
+    paper reports, to set beside this study's interval."""
+    curves = {arm: dict(results.PAPER_CURVES[("stanford_background", "stanford_fig4", arm)]
+                        [SPLITS[split]]) for arm in ARMS}
+    epochs = sorted((set(curves["classical"]) & set(curves["adversarial"])) - {0})
+    return [(epoch, curves["adversarial"][epoch] - curves["classical"][epoch])
+            for epoch in epochs]
+
+
+def _paper_text(split: str, result: dict) -> str:
+    low, high = (100 * v for v in result["ci"])
+    readings = []
+    for epoch, difference in paper_differences(split):
+        place = ("inside the interval" if low <= difference <= high
+                 else "above the interval" if difference > high else "below the interval")
+        readings.append(f"{difference:+.1f} at epoch {epoch:,} ({place})")
+    return (f"The paper's {split}-image differences (Fig. 4, one run each at full resolution, "
+            f"values read by eye to about ±0.5): " + ", ".join(readings) + ". Where this "
+            "study's protocol differs from the paper's (epochs, resolution, widths), they are a "
+            "reference, not a like-for-like test.")
 
 
 def write_study(study_dir: str, fold0: Optional[str] = None, num_folds: int = 5,

@@ -109,8 +109,31 @@ def test_no_effect_is_said_plainly_with_the_detectable_effect(tmp_path):
     test = fold_analysis.compare(folds, "test")
     assert test["p"] > 0.05  # This seed's noise shows no effect.
     assert "test images no effect of the adversarial term is shown" in text
-    assert f"{100 * test['mde']:.2f} points or more would have been detected" in text
+    assert (f"{100 * test['mde']:.2f} points or more would have been detected with 80% power"
+            in text)
     assert values["adversarial"]["test"].shape == (5, 3)
+
+
+def test_the_papers_differences_are_placed_against_the_interval(tmp_path):
+    # The reading of Fig. 4: +1.5 points at epoch 100, +3.5 at 300, +1.3 at ~1,000.
+    expected = {"test": [(100, 1.5), (300, 3.5), (1000, 1.3)],
+                "train": [(100, -9.0), (300, -6.7), (1000, -4.8)]}
+    for split, points in expected.items():
+        got = fold_analysis.paper_differences(split)
+        assert [e for e, _ in got] == [e for e, _ in points]
+        np.testing.assert_allclose([d for _, d in got], [d for _, d in points], atol=1e-9)
+    text = fold_analysis._paper_text("test", {"ci": (0.0, 0.02)})
+    assert ("+1.5 at epoch 100 (inside the interval), +3.5 at epoch 300 (above the interval), "
+            "+1.3 at epoch 1,000 (inside the interval)") in text
+    text = fold_analysis._paper_text("train", {"ci": (-0.08, -0.05)})
+    assert ("-9.0 at epoch 100 (below the interval), -6.7 at epoch 300 (inside the interval), "
+            "-4.8 at epoch 1,000 (above the interval)") in text
+    # In the verdict: one such line per split, after the split's own sentence.
+    synthetic_study(str(tmp_path), test_effect=0.0, train_effect=-0.06)
+    verdict = fold_analysis.write_study(str(tmp_path))
+    words = verdict.split("## In words")[1]
+    assert words.index("On the test images") < words.index("The paper's test-image") < (
+        words.index("On the train images")) < words.index("The paper's train-image")
 
 
 def test_permutation_test_matches_brute_force_and_sampling(monkeypatch):
