@@ -158,3 +158,27 @@ def test_cli_without_config_or_config_json_names_the_missing_file(tmp_path):
     result = _cli("evaluate", f"--workdir={tmp_path}")
     assert result.returncode != 0
     assert str(tmp_path / "config.json") in result.stderr
+
+
+def test_calibration_scores_the_pixels_of_training_s_evaluation(trained, tmp_path):
+    """experiments/calibration.py sees the same pixels and argmax as the run's evaluation."""
+    from experiments import calibration
+    config, workdir = trained
+    scores = calibration.calibrate_checkpoint(config, workdir)
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        expected = json.load(f)
+    assert scores["step"] == expected["step"] == 4 and scores["split"] == "validation"
+    np.testing.assert_allclose(scores["pixel_accuracy"], expected["pixel_accuracy"], atol=1e-9)
+    assert 0 <= scores["ece"] <= 1 and scores["nll"] > 0
+    output = str(tmp_path / "calibration.json")
+    flags = results.override_flags({**TINY, "data_dir": config.data_dir})
+    result = subprocess.run(
+        [sys.executable, "experiments/calibration.py", f"--workdir={workdir}",
+         f"--output={output}", *flags],  # No --config: the run's own config.json.
+        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-5000:]
+    with open(output) as f:
+        written = json.load(f)
+    assert json.loads(result.stdout) == written
+    assert written == pytest.approx(scores, rel=1e-6)
