@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # Run as a script: make `advseg_jax` importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from advseg_jax import checkpointing  # noqa: E402
@@ -109,9 +110,14 @@ def scores_from_sums(sums: Dict[str, np.ndarray]) -> dict:
     }
 
 
-def calibrate_checkpoint(config, workdir: str, step: Union[None, int, str] = None,
-                         num_bins: int = 15, num_examples: Optional[int] = None) -> dict:
-    """{step, split, and the scores of `scores_from_sums`} of a checkpoint on `eval_split`."""
+def calibrate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                         step: Union[None, int, str] = None, num_bins: int = 15,
+                         num_examples: Optional[int] = None) -> dict:
+    """{step, split, lambda_adv and the scores of `scores_from_sums`} of a checkpoint on
+    `eval_split`. One process: it sums only the batches this process reads."""
+    if jax.process_count() > 1:
+        raise ValueError("calibration.py reads the split in one process; run it without "
+                         "jax.distributed (one host sees every batch).")
     config, facts = config_checks.resolve(config, check=False)
     params, step = evaluate.restore_params(config, workdir, step, sharding.make_mesh())
     segmentor, _ = state_lib.build_models(config)
