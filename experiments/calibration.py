@@ -48,6 +48,7 @@ from advseg_jax import evaluate  # noqa: E402
 from advseg_jax import input_pipeline  # noqa: E402
 from advseg_jax import sharding  # noqa: E402
 from advseg_jax import state as state_lib  # noqa: E402
+from advseg_jax import train_step as steps  # noqa: E402
 from advseg_jax.data import class_info  # noqa: E402
 from advseg_jax.data import folder_files  # noqa: E402
 
@@ -125,9 +126,8 @@ def calibrate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     @jax.jit
     def batch_sums(params, image, label, pixel_mask):
         logits = segmentor.apply({"params": params}, image.astype(jnp.float32), train=False)
-        if tuple(logits.shape[1:3]) != tuple(label.shape[1:3]):  # As training's evaluation.
-            logits = jax.image.resize(logits, (*label.shape, logits.shape[-1]), "bilinear",
-                                      antialias=False)
+        # Training's evaluation's own up-sampling, so the two score the same maps.
+        logits = steps._resize_bilinear(logits, label.shape[1:3])  # pylint: disable=protected-access
         return calibration_sums(logits, label, pixel_mask, num_bins)
 
     totals = {key: np.float64(0) for key in SUM_KEYS}

@@ -54,10 +54,11 @@ def test_scores_match_a_per_pixel_reference(sharpness):
     for key, value in expected.items():
         np.testing.assert_allclose(got[key], value, rtol=2e-5, atol=1e-6, err_msg=key)
     if sharpness == 1:  # sklearn clips probabilities at 1e-15, harmless for soft maps only.
-        p = special.softmax(logits.astype(np.float64), -1)[weights & (labels != 255)]
-        y = labels[weights & (labels != 255)]
-        np.testing.assert_allclose(got["nll"], sk_metrics.log_loss(y, p, labels=range(5)),
-                                   rtol=2e-5)
+        keep = weights & (labels != class_info.IGNORE_LABEL)
+        p = special.softmax(logits.astype(np.float64), -1)[keep]
+        np.testing.assert_allclose(
+            got["nll"], sk_metrics.log_loss(labels[keep], p, labels=range(NUM_CLASSES)),
+            rtol=2e-5)
     else:  # The case the tool is for: wrong and sure of it.
         assert got["wrong_confident_fraction"] > 0.3 and got["nll"] > 2
 
